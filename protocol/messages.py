@@ -46,7 +46,7 @@ def decode_request(line: bytes, loads: Loads = _std_loads) -> dict[str, Any]:
     try:
         msg = loads(line)
     except RecursionError:
-        raise BadRequest("request is nested too deeply to parse") from None
+        raise BadRequest("request JSON is nested too deeply to parse") from None
     except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise BadRequest(f"request is not valid JSON: {_short(exc)}; send one JSON object per line") from None
     if type(msg) is not dict:

@@ -1,0 +1,148 @@
+"""Everything ``flagsock serve`` can be told, from the command line or a TOML file.
+
+The TOML file uses the long option names (``max_connections`` or ``max-connections``); the
+command line wins over the file. Unknown keys and wrong types are refused with the key named.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from protocol.framing import DEFAULT_MAX_LINE_BYTES
+
+DEFAULT_SOCKET = "/run/flagsock/flagsock.sock"
+
+
+class ConfigError(Exception):
+    """A setting is missing, unknown or out of range; the message names it."""
+
+
+def _positive(inst: Any, attr: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{attr.name.replace('_', '-')} must be greater than 0, not {value}")
+
+
+def _one_of(*choices: str):
+    def check(inst: Any, attr: attrs.Attribute, value: str) -> None:
+        if value not in choices:
+            raise ConfigError(
+                f"{attr.name.replace('_', '-')} must be one of {', '.join(choices)}, not {value!r}"
+            )
+
+    return check
+
+
+@attrs.frozen
+class ServeConfig:
+    flags: tuple[str, ...] = ()
+    socket: str | None = None
+    socket_mode: int = 0o660
+    socket_group: str | None = None
+    max_connections: int = attrs.field(default=1024, validator=_positive)
+    max_line_bytes: int = attrs.field(default=DEFAULT_MAX_LINE_BYTES, validator=_positive)
+    fractional: str = attrs.field(default="v2", validator=_one_of("v2", "v3"))
+    invalid_flags: str = attrs.field(default="reject", validator=_one_of("reject", "isolate"))
+    read_only: bool = False
+    write_to: str | None = None
+    allow_write: tuple[str, ...] = ()
+    allow_write_group: tuple[str, ...] = ()
+    log_format: str = attrs.field(default="auto", validator=_one_of("auto", "text", "journal", "json"))
+    log_level: str = attrs.field(default="info", validator=_one_of("debug", "info", "warning", "error"))
+    #: How long in-flight requests get to finish after SIGTERM.
+    shutdown_timeout: float = attrs.field(default=3.0, validator=_positive)
+    #: How long a send may wait on a client that does not read before it is disconnected.
+    send_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Events a subscriber may leave unread before it is disconnected.
+    subscriber_queue: int = attrs.field(default=256, validator=_positive)
+
+
+_FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
+_TUPLES = {"flags", "allow_write", "allow_write_group"}
+_INTS = {"max_connections", "max_line_bytes", "subscriber_queue"}
+_FLOATS = {"shutdown_timeout", "send_timeout"}
+_BOOLS = {"read_only"}
+
+
+def parse_mode(text: str | int) -> int:
+    """An octal permission like ``0660`` or ``660``."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = str(text)
+    if not isinstance(text, str):
+        raise ConfigError(f"socket-mode must be an octal string like \"0660\", not {text!r}")
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise ConfigError(f"socket-mode must be octal digits like 0660, not {text!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"socket-mode must be between 0000 and 0777, not {text}")
+    return mode
+
+
+def settings_from_toml(path: str) -> dict[str, Any]:
+    """Read a TOML config file into ServeConfig keyword arguments, checking every key."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    table = raw.get("serve", raw) if isinstance(raw.get("serve"), dict) else raw
+    return {name: value for name, value in _check_table(path, table).items()}
+
+
+def _check_table(path: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    base = os.path.dirname(os.path.abspath(path))
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS:
+            known = ", ".join(sorted(n.replace("_", "-") for n in _FIELDS))
+            raise ConfigError(f"{path}: unknown setting {key!r}; known settings: {known}")
+        where = f"{path}: {key}"
+        if name in _TUPLES:
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where} must be a string or a list of strings")
+            if name == "flags":
+                value = [os.path.join(base, v) for v in value]
+            out[name] = tuple(value)
+        elif name in _INTS:
+            if type(value) is not int:
+                raise ConfigError(f"{where} must be a whole number, not {value!r}")
+            out[name] = value
+        elif name in _FLOATS:
+            if type(value) not in (int, float):
+                raise ConfigError(f"{where} must be a number of seconds, not {value!r}")
+            out[name] = float(value)
+        elif name in _BOOLS:
+            if type(value) is not bool:
+                raise ConfigError(f"{where} must be true or false, not {value!r}")
+            out[name] = value
+        elif name == "socket_mode":
+            out[name] = parse_mode(value)
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(f"{where} must be a string, not {value!r}")
+            if name in ("socket", "write_to"):
+                value = os.path.join(base, value)
+            out[name] = value
+    return out
+
+
+def build_config(file_settings: Mapping[str, Any], cli_settings: Mapping[str, Any]) -> ServeConfig:
+    """Merge file and command-line settings (the command line wins) and validate them."""
+    merged = dict(file_settings)
+    merged.update({k: v for k, v in cli_settings.items() if v is not None})
+    try:
+        return ServeConfig(**merged)
+    except TypeError as exc:  # only reachable through a programming error in the CLI
+        raise ConfigError(str(exc)) from None

@@ -1,0 +1,111 @@
+"""What a compiled node is, and the shared ways of turning operators into closures.
+
+A compiled node is either a ``Const`` (its value is known at compile time) or a plain
+callable ``fn(data) -> value``. Operators look at their arguments' kinds *once*, while
+compiling, and build a closure specialised for them: constant arguments are captured as
+values, and an operator whose arguments are all constant is folded into a ``Const``.
+The request path then runs nothing but these closures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Union
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+Evaluator = Callable[[Any], Any]
+
+
+class Const:
+    """A node whose value was decided at compile time."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Const({self.value!r})"
+
+
+Node = Union[Const, Evaluator]
+Arg = tuple[Any, str]  # (raw JSON of an argument, its JSON path)
+
+
+class Compiler(Protocol):
+    """What an operator's compile function may ask of the compiler."""
+
+    flag_key: str
+    fractional: str
+
+    def compile(self, raw: Any, path: str) -> Node:
+        """Compile a sub-rule."""
+
+    def problem(self, path: str, message: str) -> None:
+        """Report something flagd's schema refuses (raises in strict mode)."""
+
+
+OpCompiler = Callable[[Compiler, "Sequence[Arg]", str], Node]
+
+
+def as_function(node: Node) -> Evaluator:
+    """A node as a callable, wrapping constants."""
+    if isinstance(node, Const):
+        value = node.value
+
+        def constant(_data: Any) -> Any:
+            return value
+
+        return constant
+    return node
+
+
+def all_const(nodes: Sequence[Node]) -> bool:
+    """Whether every node is known at compile time."""
+    return all(isinstance(node, Const) for node in nodes)
+
+
+def fold(impl: Callable[..., Any], nodes: Sequence[Node]) -> Node | None:
+    """``Const(impl(*values))`` when all nodes are constant and ``impl`` does not fail.
+
+    A failing constant expression is left to fail at evaluation, where any exception
+    means "could not evaluate", rather than refusing a rule flagd would load.
+    """
+    if not all_const(nodes):
+        return None
+    try:
+        return Const(impl(*(node.value for node in nodes)))  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - see docstring
+        return None
+
+
+def eager(impl: Callable[..., Any], nodes: Sequence[Node]) -> Node:
+    """An operator that evaluates all its arguments, then applies ``impl`` to them.
+
+    Arities 1-3 get closures without ``*args`` packing, and a constant operand is
+    captured as a value rather than called.
+    """
+    folded = fold(impl, nodes)
+    if folded is not None:
+        return folded
+    if len(nodes) == 1:
+        (only,) = nodes
+        return lambda data: impl(only(data))  # type: ignore[operator]
+    if len(nodes) == 2:
+        return _binary(impl, *nodes)
+    functions = [as_function(node) for node in nodes]
+    if len(functions) == 3:
+        first, second, third = functions
+        return lambda data: impl(first(data), second(data), third(data))
+    return lambda data: impl(*[function(data) for function in functions])
+
+
+def _binary(impl: Callable[[Any, Any], Any], left: Node, right: Node) -> Evaluator:
+    if isinstance(right, Const):
+        right_value = right.value
+        return lambda data: impl(left(data), right_value)  # type: ignore[operator]
+    if isinstance(left, Const):
+        left_value = left.value
+        return lambda data: impl(left_value, right(data))
+    return lambda data: impl(left(data), right(data))  # type: ignore[operator]

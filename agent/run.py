@@ -1,0 +1,161 @@
+"""``flagsock serve``: load, listen, watch, and stop gracefully.
+
+Start-up order matters to systemd and to tests: the first snapshot is loaded (or its failure
+recorded) before the socket is served, and READY=1 / ``task_status.started`` come only once the
+server is accepting.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+import attrs
+import trio
+import watchfiles
+
+from . import __version__
+from .app import App
+from .config import ServeConfig
+from .listener import BoundSocket, ListenerError, bind_unix
+from .loader import LoadOptions
+from .reloader import Reloader, ReloadResult
+from .server import Server
+from .store import Store
+from .watcher import SourceWatcher
+
+log = logging.getLogger("flagsock")
+
+
+@attrs.define
+class Running:
+    """A serving agent, as handed to ``task_status.started``: tests and the CLI drive it."""
+
+    app: App
+    server: Server
+    bound: BoundSocket
+    _stop: trio.Event
+
+    @property
+    def socket_path(self) -> str | None:
+        return self.bound.path
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def status_line(store: Store) -> str:
+    snap = store.snapshot
+    text = f"serving revision {snap.revision}, {len(snap.flags)} flags"
+    if store.last_error is not None:
+        text += f"; last error: {store.last_error.message}"
+    return text[:400]
+
+
+def open_listener(config: ServeConfig, inherited: list[Any]) -> BoundSocket:
+    if inherited:
+        if len(inherited) > 1:
+            log.warning("systemd passed %d sockets; serving the first", len(inherited))
+        sock = inherited[0]
+        try:
+            path = sock.getsockname() or None
+        except OSError:
+            path = None
+        log.info("serving on the socket systemd passed in (%s)", path or "unnamed")
+        return BoundSocket(sock=sock, path=path if isinstance(path, str) else None, owned=False)
+    if not config.socket:
+        raise ListenerError("no socket: pass --socket PATH, or start the agent through systemd socket activation")
+    return bind_unix(config.socket, mode=config.socket_mode, group=config.socket_group)
+
+
+async def run_agent(
+    config: ServeConfig,
+    *,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+    watch: Any = watchfiles.awatch,
+    handle_signals: bool = True,
+    notifier: Any = None,
+    inherited: list[Any] | None = None,
+    poll_seconds: float | None = None,
+) -> None:
+    """Serve ``config`` until SIGTERM/SIGINT (or :meth:`Running.stop`).
+
+    Resource handling: owns the listening socket; a socket file it created is removed on exit,
+    an inherited one is left alone.
+    """
+    from . import systemd
+
+    if notifier is None:
+        notifier = systemd.Notifier.from_environment()
+    if inherited is None:
+        inherited = systemd.inherited_sockets()
+    store = Store(config.flags, subscriber_queue=config.subscriber_queue)
+    reloader = Reloader(store, LoadOptions(fractional=config.fractional, invalid_flags=config.invalid_flags))
+    first = await reloader.reload("start")
+    if first.errors:
+        log.warning("started without some flags: %s", "; ".join(first.errors))
+    bound = open_listener(config, inherited)
+    app = App(config, store, reloader, version=__version__)
+    _attach_writer(app, config)
+    server = Server(app, bound.sock, max_connections=config.max_connections,
+                    max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)
+    stop = trio.Event()
+
+    def on_reload(result: ReloadResult) -> None:
+        notifier.status(status_line(store))
+
+    reloader.on_reload.append(on_reload)
+    watcher_kwargs = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
+    watcher = SourceWatcher(config.flags, lambda: reloader.reload("file change"), watch=watch, **watcher_kwargs)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            if config.flags:
+                await nursery.start(watcher.run)
+            if handle_signals:
+                await nursery.start(_signals, reloader, notifier, store, stop)
+            await nursery.start(systemd.run_watchdog, notifier)
+            log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",
+                     status_line(store))
+            notifier.ready(status_line(store))
+            task_status.started(Running(app, server, bound, stop))
+            await stop.wait()
+            notifier.stopping()
+            log.info("stopping: no new connections; %d open get %.1f s to finish",
+                     server.connection_count, config.shutdown_timeout)
+            server.shutdown()
+            store.close_subscribers()
+            with trio.move_on_after(config.shutdown_timeout):
+                await server.wait_connections_closed()
+            nursery.cancel_scope.cancel()
+    finally:
+        bound.cleanup()
+        if bound.owned:
+            bound.sock.close()
+    log.info("stopped")
+
+
+def _attach_writer(app: App, config: ServeConfig) -> None:
+    try:
+        from .writes import attach_writer
+    except ImportError:
+        return
+    attach_writer(app, config)
+
+
+async def _signals(reloader: Reloader, notifier: Any, store: Store, stop: trio.Event, *,
+                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: reloading flag sources")
+                notifier.reloading()
+                result = await reloader.reload("SIGHUP")
+                notifier.ready(status_line(store))
+                if result.errors:
+                    log.warning("reload on SIGHUP kept revision %d: %s", result.revision, "; ".join(result.errors))
+            else:
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                stop.set()

@@ -1,0 +1,319 @@
+"""The Unix-socket server: accept, read lines, answer in order, push events.
+
+Each connection is one task. It reads whatever bytes arrived, answers every whole line in the
+batch and sends the answers in one write, so pipelined requests cost one syscall per batch
+rather than per request. A client that does not read is given ``send_timeout`` and then
+disconnected; a subscriber that falls behind by ``subscriber_queue`` events likewise. Nothing a
+client sends, and no way it can leave, reaches the log as a traceback or stops the server.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+import trio
+
+from protocol import errors
+from protocol.errors import BadRequest, ProtocolError
+from protocol.framing import LINE_TOO_LONG, LineDecoder
+from protocol.messages import NO_ID, decode_request, std_dumps
+
+from .ops import ASYNC_OPS, SYNC_OPS
+from .peer import Peer, peer_of
+
+log = logging.getLogger("flagsock.server")
+
+RECEIVE_SIZE = 65536
+_ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, MappingProxyType):
+        return dict(obj)
+    if isinstance(obj, (tuple, frozenset)):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+_OPTS = orjson.OPT_APPEND_NEWLINE
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as one line; numbers past orjson's 64-bit range fall back to the stdlib."""
+    try:
+        return orjson.dumps(message, default=_default, option=_OPTS)
+    except TypeError:
+        return std_dumps(_plain(message)) + b"\n"
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, (dict, MappingProxyType)):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, frozenset)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def loads(line: bytes) -> Any:
+    """orjson first; the stdlib for what orjson refuses but JSON allows (integers past 64 bits)."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        import json
+
+        return json.loads(line)
+
+
+def error_line(request_id: Any, code: str, message: str) -> bytes:
+    if request_id is NO_ID:
+        return encode({"ok": False, "error": {"code": code, "message": message}})
+    return encode({"id": request_id, "ok": False, "error": {"code": code, "message": message}})
+
+
+class Connection:
+    __slots__ = ("stream", "peer", "subscription", "send_lock", "idle_scope", "number")
+
+    def __init__(self, stream: trio.SocketStream, peer: Peer, number: int) -> None:
+        self.stream = stream
+        self.peer = peer
+        self.subscription: Any = None
+        self.send_lock = trio.StrictFIFOLock()
+        self.idle_scope: trio.CancelScope | None = None
+        self.number = number
+
+
+class _Gone(Exception):
+    """The client stopped reading or went away; close quietly."""
+
+
+class Server:
+    """Serves one listening socket for an app until :meth:`shutdown`.
+
+    Args:
+        app: the agent state (store, reloader, stats, writer).
+        sock: a bound, listening AF_UNIX stream socket (ours or systemd's).
+    """
+
+    def __init__(self, app: Any, sock: socket.socket, *, max_connections: int, max_line_bytes: int,
+                 send_timeout: float) -> None:
+        self.app = app
+        self.sock = sock
+        self.max_connections = max_connections
+        self.max_line_bytes = max_line_bytes
+        self.send_timeout = send_timeout
+        self.closing = False
+        self._connections: set[Connection] = set()
+        self._accept_scope: trio.CancelScope | None = None
+        self._all_closed = trio.Event()
+        self._all_closed.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept connections until shutdown; returns once every connection has ended."""
+        self.sock.setblocking(False)
+        listener = trio.socket.from_stdlib_socket(self.sock)
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as self._accept_scope:
+                task_status.started()
+                await self._accept_loop(listener, nursery)
+
+    async def _accept_loop(self, listener: trio.socket.SocketType, nursery: trio.Nursery) -> None:
+        stats = self.app.stats
+        while not self.closing:
+            try:
+                client, _ = await listener.accept()
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RETRY_ERRNOS:
+                    log.warning("cannot accept a connection (%s); retrying in 100 ms", exc.strerror)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            if stats.connections_open >= self.max_connections:
+                stats.connections_refused += 1
+                nursery.start_soon(self._refuse_busy, client)
+                continue
+            stats.connections_open += 1
+            stats.connections_total += 1
+            nursery.start_soon(self._handle, client, stats.connections_total)
+
+    async def _refuse_busy(self, client: trio.socket.SocketType) -> None:
+        stream = trio.SocketStream(client)
+        with trio.move_on_after(1.0):
+            try:
+                await stream.send_all(error_line(
+                    NO_ID, errors.BUSY,
+                    f"the agent is serving its limit of {self.max_connections} connections; "
+                    "retry shortly, or raise --max-connections",
+                ))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        await _close(stream)
+
+    def shutdown(self) -> None:
+        """Stop accepting; idle connections close now, busy ones after their current batch."""
+        self.closing = True
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
+        for conn in list(self._connections):
+            if conn.idle_scope is not None:
+                conn.idle_scope.cancel()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def wait_connections_closed(self) -> None:
+        await self._all_closed.wait()
+
+    async def _handle(self, client: trio.socket.SocketType, number: int) -> None:
+        stream = trio.SocketStream(client)
+        conn = Connection(stream, peer_of(client), number)
+        self._connections.add(conn)
+        self._all_closed = trio.Event() if len(self._connections) == 1 else self._all_closed
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    await self._read_loop(conn, nursery)
+                except _Gone:
+                    pass
+                # A subscriber that half-closed keeps its events; anything else ends here.
+                if conn.subscription is None or self.closing:
+                    nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:
+            log.exception("connection %d (%s) failed unexpectedly", number, conn.peer.describe())
+        finally:
+            if conn.subscription is not None:
+                self.app.store.unsubscribe(conn.subscription)
+            self._connections.discard(conn)
+            self.app.stats.connections_open -= 1
+            await _close(stream)
+            if not self._connections:
+                self._all_closed.set()
+
+    async def _read_loop(self, conn: Connection, nursery: trio.Nursery) -> None:
+        decoder = LineDecoder(self.max_line_bytes)
+        stream = conn.stream
+        pumping = False
+        while not self.closing:
+            data = b""
+            with trio.CancelScope() as conn.idle_scope:
+                try:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    raise _Gone from None
+            conn.idle_scope = None
+            if not data:
+                return  # EOF (or shutdown cancelled the wait)
+            out: list[bytes] = []
+            for item in decoder.feed(data):
+                if item is LINE_TOO_LONG:
+                    out.append(error_line(
+                        NO_ID, errors.LINE_TOO_LONG,
+                        f"request line is longer than the limit of {self.max_line_bytes} bytes; "
+                        "it was discarded",
+                    ))
+                    self.app.stats.requests["invalid"] += 1
+                    continue
+                answer = self._answer_sync(conn, item)
+                if answer.__class__ is bytes:
+                    out.append(answer)
+                    continue
+                # An async op (reload, set, delete): send what is ready first, then wait for it.
+                if out:
+                    await self._send(conn, b"".join(out))
+                    out = []
+                out.append(await self._answer_async(conn, *answer))
+            if out:
+                await self._send(conn, b"".join(out))
+            if conn.subscription is not None and not pumping:
+                pumping = True
+                nursery.start_soon(self._pump_events, conn)
+
+    def _answer_sync(self, conn: Connection, line: bytes) -> Any:
+        """Answer a line if its op is synchronous; else return (op function, id, request)."""
+        request_id = NO_ID
+        stats = self.app.stats
+        try:
+            request = decode_request(line, loads)
+            op = request["op"]
+            request_id = request.get("id", NO_ID)
+            fn = SYNC_OPS.get(op)
+            if fn is None:
+                afn = ASYNC_OPS.get(op)
+                if afn is None:
+                    stats.requests["unknown"] += 1
+                    raise ProtocolError(
+                        f"unknown op {op[:64]!r}; send \"help\" for the list of ops", code=errors.UNKNOWN_OP
+                    )
+                stats.requests[op] += 1
+                return (afn, request_id, request)
+            stats.requests[op] += 1
+            result = fn(self.app, conn, request)
+        except ProtocolError as exc:
+            if exc.__class__ is BadRequest:
+                stats.requests["invalid"] += 1
+                request_id = getattr(exc, "request_id", request_id)
+            return error_line(request_id, exc.code, exc.message)
+        except Exception:
+            log.exception("internal error answering a request from %s", conn.peer.describe())
+            return error_line(request_id, errors.INTERNAL, "internal error in the agent; it has been logged")
+        if request_id is NO_ID:
+            return encode({"ok": True, "result": result})
+        return encode({"id": request_id, "ok": True, "result": result})
+
+    async def _answer_async(self, conn: Connection, fn: Any, request_id: Any, request: dict) -> bytes:
+        try:
+            result = await fn(self.app, conn, request)
+        except ProtocolError as exc:
+            return error_line(request_id, exc.code, exc.message)
+        except Exception:
+            log.exception("internal error answering %s from %s", request.get("op"), conn.peer.describe())
+            return error_line(request_id, errors.INTERNAL, "internal error in the agent; it has been logged")
+        if request_id is NO_ID:
+            return encode({"ok": True, "result": result})
+        return encode({"id": request_id, "ok": True, "result": result})
+
+    async def _send(self, conn: Connection, data: bytes) -> None:
+        with trio.move_on_after(self.send_timeout) as scope:
+            async with conn.send_lock:
+                try:
+                    await conn.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    raise _Gone from None
+        if scope.cancelled_caught:
+            log.info("connection %d (%s) stopped reading for %.0f s; disconnected",
+                     conn.number, conn.peer.describe(), self.send_timeout)
+            raise _Gone
+
+    async def _pump_events(self, conn: Connection) -> None:
+        sub = conn.subscription
+        try:
+            async for event in sub.receive:
+                await self._send(conn, encode(event))
+            if sub.overflowed:
+                log.info("subscriber %d (%s) fell behind by more than its queue; disconnected",
+                         conn.number, conn.peer.describe())
+                await self._send(conn, encode({
+                    "event": "overflow",
+                    "revision": self.app.store.snapshot.revision,
+                    "message": "this subscriber did not read its events fast enough and is being "
+                               "disconnected; reconnect, subscribe and re-read what you cache",
+                }))
+        except _Gone:
+            pass
+        # The subscription ended (overflow, shutdown or a lost client): so does the connection.
+        await _close(conn.stream)
+
+
+async def _close(stream: trio.SocketStream) -> None:
+    try:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+    except Exception:
+        pass
