@@ -8,6 +8,8 @@ import os
 import pwd
 from typing import Any
 
+from protocol.errors import PermissionDenied
+
 from .config import ServeConfig
 from .peer import Peer
 from .reloader import Reloader
@@ -79,6 +81,15 @@ class App:
 
     def may_write(self, peer: Peer) -> bool:
         return self.access.allows(peer)
+
+    def require_write(self, peer: Peer, op: str, flag: str | None = None) -> None:
+        """Refuse (PERMISSION_DENIED, audited) a peer that may not change flags."""
+        if not self.may_write(peer):
+            self.audit_refusal(peer, op, flag, "not allowed to write")
+            raise PermissionDenied(
+                f"uid {peer.uid} (pid {peer.pid}) may not {op}: only root, the agent's own "
+                "user and those named by --allow-write / --allow-write-group may"
+            )
 
     def audit_refusal(self, peer: Peer, op: str, flag: str | None, why: str) -> None:
         audit.warning("refused %s%s from %s: %s", op, f" of {flag!r}" if flag else "", peer.describe(), why)

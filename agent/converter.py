@@ -148,7 +148,7 @@ def variant_kind(value: Any) -> str | None:
         return "integer"
     if t is float:
         return "float"
-    if t is dict:
+    if isinstance(value, dict):
         return "object"
     return None
 
@@ -187,20 +187,32 @@ def _kind_noun(kind: str) -> str:
             "float": "a number", "object": "an object"}[kind]
 
 
-def _metadata(value: Any, _: Any) -> Mapping[str, Any]:
+def _raise_all(found: list[Broken]) -> None:
+    if len(found) == 1:
+        raise found[0]
+    if found:
+        raise ExceptionGroup("several values break rules", found)
+
+
+def _metadata_problems(value: Any) -> list[Broken]:
     _object(value, "metadata")
-    for key, val in value.items():
-        if type(val) not in (str, int, float, bool):
-            raise Broken(f"a metadata value must be a string, number or boolean, got {json_type(val)}", (key,))
+    return [
+        Broken(f"a metadata value must be a string, number or boolean, got {json_type(val)}", (key,))
+        for key, val in value.items() if type(val) not in (str, int, float, bool)
+    ]
+
+
+def _metadata(value: Any, _: Any) -> Mapping[str, Any]:
+    _raise_all(_metadata_problems(value))
     return FrozenDict(value)
 
 
 def _set_metadata(value: Any, _: Any) -> Mapping[str, Any]:
-    meta = _metadata(value, None)
-    for key in ("flagSetId", "version"):
-        if key in meta and type(meta[key]) is not str:
-            raise Broken(f"must be a string, got {_got(meta[key])}", (key,))
-    return meta
+    found = _metadata_problems(value)
+    found += [Broken(f"must be a string, got {_got(value[key])}", (key,))
+              for key in ("flagSetId", "version") if key in value and type(value[key]) in (int, float, bool)]
+    _raise_all(found)
+    return FrozenDict(value)
 
 
 def _rule(value: Any, _: Any) -> dict:
@@ -297,6 +309,9 @@ def _walk(exc: BaseException, path: str, cls: type | None) -> Iterator[tuple[str
         allowed = ", ".join(SIMPLE_KEYS) if exc.cl is SimpleFlagSpec else ""
         for key in sorted(exc.extra_fields):
             yield child_path(path, key), f"unknown key; allowed keys are {allowed}" if allowed else "unknown key"
+    elif isinstance(exc, ExceptionGroup):
+        for sub in exc.exceptions:
+            yield from _walk(sub, path, cls)
     elif isinstance(exc, Broken):
         for step in exc.where:
             path = child_path(path, step)

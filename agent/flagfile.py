@@ -75,7 +75,7 @@ def parse_flag_document(
         raise ValueError(f'invalid_flags must be "reject" or "isolate", not {invalid_flags!r}')
     doc = _decode(data, source)
     if "flags" in doc:
-        reader = _DocumentReader(source, doc, fractional)
+        reader = _DocumentReader(source, doc, fractional, strict=invalid_flags == "reject")
     else:
         reader = _FlatReader(source, doc)
     flags, problems = reader.read()
@@ -197,10 +197,11 @@ class _FlatReader(_Reader):
 class _DocumentReader(_Reader):
     """``{"flags": ..., "metadata": ..., "$evaluators": ...}``, flags in either shape."""
 
-    def __init__(self, source: str, doc: dict, fractional: str) -> None:
+    def __init__(self, source: str, doc: dict, fractional: str, *, strict: bool) -> None:
         super().__init__(source)
         self.doc = doc
         self.fractional = fractional
+        self.strict = strict
         spec, problems = structure(doc, FileSpec, source=source, path="$", flag=None)
         for p in problems:
             self.file_problem(p.path, p.message)
@@ -223,13 +224,31 @@ class _DocumentReader(_Reader):
         return "flagd"
 
     def check_evaluators(self) -> None:
-        """Compile each evaluator alone, so one no flag uses is still checked."""
+        """Compile each evaluator alone, so one that no flag uses is still checked."""
         for name, rule in self.evaluators.items():
             path = child_path("$.$evaluators", name)
             try:
-                compile_rule(rule, flag_key="", fractional=self.fractional, path=path)
+                resolved = resolve_refs(rule, self.evaluators, path)
+                self.compile_rule(resolved, "", path, None)
             except RuleError as exc:
                 self.problems.append(Problem(self.source, exc.path, exc.message))
+
+    def compile_rule(self, rule: Any, key: str, path: str, flag: str | None) -> Any:
+        """compile_rule, strict when rejecting; when isolating, flagd's run-time answer for rules
+        its schema refuses but its evaluators serve, each such problem still reported."""
+        def tolerated(exc: RuleError) -> None:
+            self.problems.append(Problem(self.source, exc.path, f"{exc.message} (served as flagd does)", flag))
+
+        return compile_rule(rule, flag_key=key, fractional=self.fractional, path=path,
+                            strict=self.strict, on_problem=None if self.strict else tolerated)
+
+    def read(self) -> tuple[dict[str, CompiledFlag], list[Problem]]:
+        flags, problems = super().read()
+        # An evaluator's problem shows up once for the evaluator and again for each flag using
+        # it; keep the flags' reports, which say who is affected.
+        with_flag = {(p.path, p.message) for p in problems if p.flag is not None}
+        self.problems = [p for p in problems if p.flag is not None or (p.path, p.message) not in with_flag]
+        return flags, self.problems
 
     def entries(self) -> Iterator[tuple[str, Any, str, str]]:
         flags = self.doc["flags"]
@@ -294,7 +313,7 @@ class _DocumentReader(_Reader):
         tpath = child_path(path, "targeting")
         try:
             resolved = resolve_refs(targeting, self.evaluators, tpath)
-            return compile_rule(resolved, flag_key=key, fractional=self.fractional, path=tpath), resolved
+            return self.compile_rule(resolved, key, tpath, key), resolved
         except RuleError as exc:
             found.append(Problem(self.source, exc.path, exc.message, key))
         except Exception as exc:  # a bug in a rule compiler must break this flag, not the file

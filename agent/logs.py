@@ -29,6 +29,9 @@ FORMATS: Final = ("auto", "text", "journal", "json")
 #: The root of every logger name in the agent.
 ROOT_LOGGER: Final = "flagsock"
 
+# Marks the handler configure_logging installs, so a second call replaces only that one.
+_HANDLER_NAME: Final = "flagsock"
+
 _LEVELS: Final = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -125,12 +128,11 @@ def configure_logging(
         root.removeHandler(old)
         old.close()
     root.addHandler(handler)
+    # Python's own warnings would otherwise go to stderr raw: unprefixed in the journal.
+    logging.captureWarnings(True)
     root.setLevel(max(threshold, logging.WARNING))
     logging.getLogger(ROOT_LOGGER).setLevel(threshold)
     return fmt
-
-
-_HANDLER_NAME: Final = "flagsock"
 
 
 def _parse_level(level: str | int) -> int:

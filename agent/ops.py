@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from protocol import errors
-from protocol.errors import BadRequest, PermissionDenied, ProtocolError, ReadOnly, ReloadFailed
+from protocol.errors import BadRequest, ProtocolError, ReadOnly, ReloadFailed
 from protocol.messages import json_type
 
 from .evaluation import NO_DEFAULT, evaluate
@@ -32,8 +32,13 @@ class AppLike(Protocol):  # what ops need of agent.app.App, without importing th
     stats: Any
     writer: Any
     version: str
+    read_only_reason: str
 
     def may_write(self, peer: Peer) -> bool: ...
+
+    def require_write(self, peer: Peer, op: str, flag: str | None = None) -> None: ...
+
+    def audit_refusal(self, peer: Peer, op: str, flag: str | None, why: str) -> None: ...
 
 
 SyncOp = Callable[[Any, Any, dict], dict]
@@ -62,13 +67,13 @@ def _context(req: dict) -> dict | None:
 
 
 def op_ping(app: AppLike, conn: Conn, req: dict) -> dict:
-    if len(req) > 2:
+    if not _NO_ARGS.issuperset(req):
         _only(req, _NO_ARGS)
     return {"revision": app.store.snapshot.revision}
 
 
 def op_evaluate(app: AppLike, conn: Conn, req: dict) -> dict:
-    if len(req) > 6:
+    if not _EVALUATE_FIELDS.issuperset(req):
         _only(req, _EVALUATE_FIELDS)
     key = req.get("flag")
     if type(key) is not str or not key:
@@ -95,7 +100,7 @@ def op_evaluate(app: AppLike, conn: Conn, req: dict) -> dict:
 
 
 def op_evaluate_all(app: AppLike, conn: Conn, req: dict) -> dict:
-    if len(req) > 3:
+    if not _EVALUATE_ALL_FIELDS.issuperset(req):
         _only(req, _EVALUATE_ALL_FIELDS)
     context = _context(req)
     snap = app.store.snapshot
@@ -163,12 +168,7 @@ def op_subscribe(app: AppLike, conn: Conn, req: dict) -> dict:
 
 
 def require_writer(app: AppLike, conn: Conn, op: str, flag: str | None = None) -> None:
-    if not app.may_write(conn.peer):
-        app.audit_refusal(conn.peer, op, flag, "not allowed to write")
-        raise PermissionDenied(
-            f"uid {conn.peer.uid} (pid {conn.peer.pid}) may not {op}: only root, the agent's own "
-            "user and those named by --allow-write / --allow-write-group may"
-        )
+    app.require_write(conn.peer, op, flag)  # the writer checks with the same method
 
 
 async def op_reload(app: AppLike, conn: Conn, req: dict) -> dict:
@@ -182,15 +182,22 @@ async def op_reload(app: AppLike, conn: Conn, req: dict) -> dict:
     return {"revision": result.revision, "changed": result.changed}
 
 
+def _read_only(app: AppLike, conn: Conn, op: str, req: dict) -> ReadOnly:
+    flag = req.get("flag") if type(req.get("flag")) is str else None
+    require_writer(app, conn, op, flag)
+    app.audit_refusal(conn.peer, op, flag, app.read_only_reason)
+    return ReadOnly(app.read_only_reason)
+
+
 async def op_set(app: AppLike, conn: Conn, req: dict) -> dict:
     if app.writer is None:
-        raise ReadOnly(app.read_only_reason)
+        raise _read_only(app, conn, "set", req)
     return await app.writer.handle_set(conn.peer, req)
 
 
 async def op_delete(app: AppLike, conn: Conn, req: dict) -> dict:
     if app.writer is None:
-        raise ReadOnly(app.read_only_reason)
+        raise _read_only(app, conn, "delete", req)
     return await app.writer.handle_delete(conn.peer, req)
 
 

@@ -56,6 +56,8 @@ class Notifier:
 
         The watchdog applies when ``WATCHDOG_PID`` is unset or names this process (systemd
         sets it so that a child inheriting the environment does not ping in our name).
+        Unlike ``LISTEN_*``, the variables stay set: the agent starts no children, and with
+        ``NotifyAccess=main`` systemd would ignore a child's messages anyway.
         """
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET") or None
@@ -167,8 +169,9 @@ async def run_watchdog(
     deadline = trio.current_time()
     while True:
         # Sleeping to a deadline rather than for an interval keeps the pings from drifting
-        # later by the time each one takes.
-        deadline += interval
+        # later by the time each one takes; after a stall, resume from now instead of
+        # sending the missed pings in a burst.
+        deadline = max(deadline + interval, trio.current_time())
         await trio.sleep_until(deadline)
         notifier.watchdog()
 

@@ -130,11 +130,16 @@ class SourceWatcher:
             try:
                 async with trio.open_nursery() as nursery:
 
-                    async def stop_on_restart() -> None:
-                        await self._restart.wait()
-                        stop.set()
+                    async def stop_on_restart_or_cancel() -> None:
+                        # The watch runs in a thread that only returns when `stop` is set (it
+                        # checks every `step` ms), so cancellation alone would wait for its
+                        # timeout: set it on the way out too.
+                        try:
+                            await self._restart.wait()
+                        finally:
+                            stop.set()
 
-                    nursery.start_soon(stop_on_restart)
+                    nursery.start_soon(stop_on_restart_or_cancel)
                     async for _changes in self.watch(
                         *targets,
                         watch_filter=self._matters,

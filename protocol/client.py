@@ -340,10 +340,10 @@ class FlagClient:
             The details; see the module docstring for the error codes.
         """
         if context:
-            if not isinstance(context, Mapping):
+            if context.__class__ is not dict and not isinstance(context, Mapping):  # `type` is a parameter here
                 return _failed(flag, default, INVALID_CONTEXT, f"context must be a dict, not {context.__class__.__name__}")
             try:
-                ctx_key = json.dumps(context, sort_keys=True, separators=(",", ":"))
+                ctx_key = _context_key(context)
             except (TypeError, ValueError) as exc:
                 return _failed(flag, default, INVALID_CONTEXT, f"context cannot be encoded as JSON: {exc}")
         else:
@@ -506,7 +506,7 @@ class FlagClient:
             line = json.dumps(request, separators=(",", ":")).encode() + b"\n"
         except (TypeError, ValueError) as exc:
             raise FlagsockError(INVALID_CONTEXT, f"the request cannot be encoded as JSON: {exc}") from None
-        if not self._slots.acquire(timeout=self.timeout):
+        if not self._slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
             raise FlagsockError(GENERAL, f"timed out after {self.timeout}s waiting for a free connection")
         conn = None
         try:
@@ -595,8 +595,9 @@ class FlagClient:
                 ack = conn.read_message(time.monotonic() + self.timeout)
                 if ack.get("id") != "subscribe" or ack.get("ok") is not True:
                     code, message = _error_of(ack)
-                    raise FlagsockError(code, f"subscribe refused: {message}")
-                revision = ack.get("result", {}).get("revision")
+                    raise FlagsockError(code, f"subscribe refused: {code}: {message}")
+                result = ack.get("result")
+                revision = result.get("revision") if type(result) is dict else None
                 sock.settimeout(None)
                 backoff = 0.0
                 lost_at = None
@@ -613,6 +614,9 @@ class FlagClient:
                 reason = f"no answer to subscribe within {self.timeout}s"
             except OSError as exc:
                 reason = f"connection lost: {exc}"
+            except Exception as exc:  # a bug here must not end the subscription for good
+                log.exception("flagsock subscription failed")
+                reason = f"unexpected client error: {exc!r}"
             finally:
                 if sock is not None:
                     with self._subs_lock:
@@ -631,15 +635,18 @@ class FlagClient:
                 return
 
     def _subscriber(self) -> None:
-        for event in self._events(reconnect=True):
-            # Every event drops the cache: per-flag invalidation would save little (changes
-            # are rare) and a "connected" after a gap means anything may have changed.
-            self._forget_cache(live=_LIVENESS.get(event.get("event")))
-            if self._on_event is not None:
-                try:
-                    self._on_event(event)
-                except Exception:
-                    log.exception("flagsock on_event callback failed for %r", event)
+        try:
+            for event in self._events(reconnect=True):
+                # Every event drops the cache: per-flag invalidation would save little (changes
+                # are rare) and a "connected" after a gap means anything may have changed.
+                self._forget_cache(live=_LIVENESS.get(event.get("event")))
+                if self._on_event is not None:
+                    try:
+                        self._on_event(event)
+                    except Exception:
+                        log.exception("flagsock on_event callback failed for %r", event)
+        finally:
+            self._forget_cache(live=False)  # however this thread ends, nothing stays cached
 
     def _forget_cache(self, live: bool | None) -> None:
         with self._cache_lock:
@@ -648,6 +655,21 @@ class FlagClient:
                 self._live = live
             if self._cache:
                 self._cache.clear()
+
+
+def _context_key(context: Mapping[str, Any]) -> Any:
+    """A hashable key equal for two contexts only if they encode to the same JSON.
+
+    Flat contexts of strings (the usual ``targetingKey`` and a few attributes) key by their
+    sorted items, several times cheaper than encoding. Anything else keys by its canonical JSON:
+    items would let ``True``, ``1`` and ``1.0`` collide, which JSON Logic tells apart.
+    """
+    items = context.items()
+    for k, v in items:
+        if type(v) is not str or type(k) is not str:
+            json_key: str = json.dumps(context, sort_keys=True, separators=(",", ":"))
+            return json_key
+    return tuple(sorted(items))
 
 
 def _error_of(msg: dict[str, Any]) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from .errors import BadRequest
 Loads = Callable[[bytes], Any]
 Dumps = Callable[[Any], bytes]
 
+_JSON_WORDS = frozenset({b"null", b"true", b"false"})
 _BARE_WORD = re.compile(rb"[ \t]*([A-Za-z_][A-Za-z0-9_]{0,63})[ \t\r]*\Z")
 
 
@@ -41,7 +42,7 @@ def decode_request(line: bytes, loads: Loads = _std_loads) -> dict[str, Any]:
             so the error can still echo it.
     """
     m = _BARE_WORD.match(line)
-    if m is not None:
+    if m is not None and m.group(1) not in _JSON_WORDS:
         return {"op": m.group(1).decode("ascii")}
     try:
         msg = loads(line)

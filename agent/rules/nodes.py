@@ -109,3 +109,29 @@ def _binary(impl: Callable[[Any, Any], Any], left: Node, right: Node) -> Evaluat
         left_value = left.value
         return lambda data: impl(left_value, right(data))
     return lambda data: impl(left(data), right(data))  # type: ignore[operator]
+
+
+def is_bare(args: Sequence[Arg], path: str) -> bool:
+    """Whether the operator was given one operand without the array around it."""
+    return len(args) == 1 and args[0][1] == path
+
+
+def expect_operands(
+    c: Compiler, args: Sequence[Arg], path: str, name: str, low: int = 1, high: int | None = None,
+    *, bare: bool = False,
+) -> None:
+    """Report (as flagd's schema would) an operand count outside ``low..high``.
+
+    Args:
+        bare: whether the schema also accepts a lone operand without the array.
+    """
+    if is_bare(args, path) and not bare:
+        c.problem(path, f"{name} takes an array of operands, e.g. {{\"{name}\": [...]}}")
+    elif len(args) < low or (high is not None and len(args) > high):
+        if low == high:
+            wanted = str(low)
+        elif high is None:
+            wanted = f"at least {low}"
+        else:
+            wanted = f"{low} to {high}"
+        c.problem(path, f"{name} takes {wanted} operands, got {len(args)}")

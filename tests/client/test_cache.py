@@ -126,3 +126,11 @@ def test_reload_failure_keeps_serving_and_the_client_survives_it(agent: Agent, c
     assert cached.is_enabled("dark_mode") is True
     agent.write_flags(edited(dark_mode=boolean_flag(False)))
     wait_for(lambda: cached.is_enabled("dark_mode", default=True) is False, what="the recovery to reach the cache")
+
+
+def test_context_keys_tell_json_types_apart() -> None:
+    from protocol.client import _context_key
+
+    assert _context_key({"a": "1", "b": "2"}) == _context_key({"b": "2", "a": "1"})
+    keys = {_context_key({"x": v}) for v in (True, 1, 1.0, "1", None, [1], {"y": 1})}
+    assert len(keys) == 7

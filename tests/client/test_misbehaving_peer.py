@@ -16,6 +16,9 @@ import pytest
 
 from protocol.client import FlagClient
 
+# Generous, so that a busy test machine does not turn an answer into a timeout.
+LOADED_MACHINE_TIMEOUT = 2.0
+
 # Given one request (a dict), return the bytes to answer with; None to answer nothing.
 Script = Callable[[dict], bytes | None]
 
@@ -80,14 +83,14 @@ def ok(request: dict, result: dict) -> bytes:
 
 def test_garbage_answer_returns_the_default(peer, socket_path: str) -> None:
     peer(lambda req: b"this is not json\n")
-    with FlagClient(socket_path) as c:
+    with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT) as c:
         d = c.evaluate("f", default="fallback")
     assert (d.value, d.reason, d.error_code) == ("fallback", "ERROR", "GENERAL")
 
 
 def test_answer_with_another_id_drops_the_connection(peer, socket_path: str) -> None:
     p = peer(lambda req: ok({"id": "not yours"}, {"key": "f", "value": True, "reason": "STATIC"}))
-    with FlagClient(socket_path) as c:
+    with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT) as c:
         assert c.evaluate("f", default="fallback").error_code == "GENERAL"
         assert c.evaluate("f", default="fallback").error_code == "GENERAL"
     assert p.connections == 2  # the mismatched connection was not reused
@@ -100,20 +103,20 @@ def test_silent_agent_times_out_within_the_timeout(peer, socket_path: str) -> No
         d = c.evaluate("f", default="fallback")
         elapsed = time.perf_counter() - started
     assert (d.value, d.error_code) == ("fallback", "GENERAL")
-    assert 0.15 < elapsed < 0.4
+    assert 0.19 < elapsed < 0.6  # the timeout bounds the call (plus scheduling slack)
 
 
 def test_busy_refusal_is_passed_on(peer, socket_path: str) -> None:
     busy = {"ok": False, "error": {"code": "BUSY", "message": "too many connections"}}
     peer(lambda req: json.dumps(busy).encode() + b"\n")
-    with FlagClient(socket_path) as c:
+    with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT) as c:
         d = c.evaluate("f", default=1)
     assert (d.value, d.error_code) == (1, "BUSY")
 
 
 def test_value_of_the_wrong_type_is_a_type_mismatch(peer, socket_path: str) -> None:
     peer(lambda req: ok(req, {"key": "f", "value": "yes", "variant": "y", "reason": "STATIC", "revision": 1}))
-    with FlagClient(socket_path) as c:
+    with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT) as c:
         assert c.is_enabled("f", default=True) is True
         assert c.evaluate("f", default=False, type="boolean").error_code == "TYPE_MISMATCH"
 
@@ -123,7 +126,7 @@ def test_answer_split_across_writes_is_reassembled(peer, socket_path: str) -> No
         return b"\n  \n" + ok(req, {"key": "f", "value": [1, 2], "reason": "STATIC", "revision": 1})
 
     peer(script)
-    with FlagClient(socket_path) as c:
+    with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT) as c:
         assert c.evaluate("f", type="object").value == [1, 2]
 
 
@@ -137,11 +140,19 @@ def test_refused_subscribe_leaves_the_cache_off(peer, socket_path: str) -> None:
 
     p = peer(script)
     events: list[dict] = []
-    with FlagClient(socket_path, cache=True, on_event=events.append) as c:
+    refused = threading.Event()
+
+    def on_event(event: dict) -> None:
+        events.append(event)
+        refused.set()
+
+    with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT, cache=True, on_event=on_event) as c:
+        assert refused.wait(5)
+        assert not c.subscribed
         for _ in range(3):
             assert c.evaluate("f").value is True
         # Without a live subscription nothing is cached: every call asks the agent.
         assert c.evaluate("f") is not c.evaluate("f")
-    assert events and events[0]["event"] == "disconnected"
-    assert "UNKNOWN_OP" in events[0]["message"] or "subscribe refused" in events[0]["message"]
+    assert events[0]["event"] == "disconnected"
+    assert "UNKNOWN_OP" in events[0]["message"]
     assert p.connections >= 2

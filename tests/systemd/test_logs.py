@@ -28,6 +28,7 @@ def restore_logging() -> Iterator[None]:
             root.removeHandler(handler)
     root.setLevel(saved[1])
     flagsock.setLevel(saved[2])
+    logging.captureWarnings(False)
 
 
 def capture(fmt: str, level: str = "info", **environ: str) -> tuple[io.StringIO, str]:

@@ -159,3 +159,29 @@ async def test_run_watchdog_sends_real_pings(autojump_clock, notify_recorder) ->
         with trio.move_on_after(5):  # pings at 0, 2 and 4 seconds
             await run_watchdog(notifier)
     assert notify_recorder.pending() == [{"WATCHDOG": "1"}] * 3
+
+
+class StallingNotifier(CountingNotifier):
+    """Blocks the whole (virtual) clock once, as a hung event loop would."""
+
+    def __init__(self, interval: float, stall_at_ping: int, stall_seconds: float) -> None:
+        super().__init__(interval)
+        self.stall_at_ping = stall_at_ping
+        self.stall_seconds = stall_seconds
+
+    def watchdog(self) -> bool:
+        super().watchdog()
+        if len(self.pings) == self.stall_at_ping:
+            trio.lowlevel.current_clock().jump(self.stall_seconds)
+        return True
+
+
+async def test_run_watchdog_resumes_after_a_stall_without_a_burst(autojump_clock) -> None:
+    notifier = StallingNotifier(1.0, stall_at_ping=2, stall_seconds=3.5)
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        await nursery.start(run_watchdog, notifier)
+        await trio.sleep(7)
+        nursery.cancel_scope.cancel()
+    # Pings at 0 and 1, a stall until 4.5, then one ping at once and every second after.
+    assert [round(t - start, 6) for t in notifier.pings] == [0, 1, 4.5, 5.5, 6.5]

@@ -48,8 +48,13 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         text = unit.read_text().replace("/usr/bin/flagsock", sys.executable)
         (tmp_path / unit.name).write_text(text)
     done = subprocess.run(
-        [analyze, "verify", "--man=no", str(tmp_path / "flagsock.socket"),
-         str(tmp_path / "flagsock.service")],
+        [
+            analyze,
+            "verify",
+            "--man=no",
+            str(tmp_path / "flagsock.socket"),
+            str(tmp_path / "flagsock.service"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,0 +1,12 @@
+"""flagd targeting rules (JSON Logic plus flagd's operators) compiled to Python closures.
+
+``compile_rule`` walks a rule once, at load time, and returns ``fn(context) -> value``;
+evaluation never looks at rule JSON again. ``resolve_refs`` expands ``$evaluators``
+references before that. ``RuleError`` carries the JSON path and the reason of a refusal.
+"""
+
+from .compiler import compile_rule
+from .errors import RuleError
+from .refs import resolve_refs
+
+__all__ = ["RuleError", "compile_rule", "resolve_refs"]

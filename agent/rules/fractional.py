@@ -1,0 +1,220 @@
+"""flagd's ``fractional`` operator: deterministic, weighted bucketing of a subject.
+
+``{"fractional": [bucketBy?, [variant, weight?], ...]}``. Without a bucketing expression
+(the "shorthand", first item an array) the subject is the flag key plus the context's
+``targetingKey``. The bucket is ``(murmur3_x86_32(bytes, seed 0) * total_weight) >> 32``
+and the variant is the one whose cumulative-weight range holds it.
+
+Two bucketing versions exist, chosen per agent (``--fractional``):
+
+- ``v2`` (the flagd daemon since v0.15): the bytes are the UTF-8 of the bucketing string
+  (``flagKey + targetingKey`` in the shorthand). A bucketing expression that gives null
+  falls back to the shorthand subject, as flagd does; any other non-string gives null.
+- ``v3`` (openfeature-flagd-core 2.x): the bytes are the deterministic CBOR of the
+  bucketing value, which may be any JSON value; the shorthand hashes
+  ``[flagKey, targetingKey]``; a null bucketing value gives null.
+
+Literal weights are checked and summed at compile time, so a call is one hash, one
+multiplication and one bisection. A weight computed per call (time-based rollouts) that
+comes out negative counts as 0; one that is not a whole number makes the result null.
+A missing or non-string ``targetingKey`` in the shorthand, a total weight of 0 or one
+above 2**31 - 1 all give null, which flagd turns into the default variant.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from itertools import accumulate
+from typing import Any, Callable, Sequence
+
+import mmh3
+
+from . import cbor
+from .errors import index_path
+from .nodes import Arg, Compiler, Const, Node, as_function
+
+MAX_WEIGHT_SUM = 2**31 - 1
+VERSIONS = ("v2", "v3")
+
+Hasher = Callable[[Any], "int | None"]
+Weight = "int | Node"
+
+
+def _murmur(data: bytes) -> int:
+    return mmh3.hash(data, 0, False)
+
+
+def _targeting_key(data: Any) -> str | None:
+    key = data.get("targetingKey") if type(data) is dict else None
+    return key if type(key) is str and key else None
+
+
+def _shorthand_hasher(version: str, flag_key: str) -> Hasher:
+    """The subject is the flag and the context's targetingKey."""
+    if version == "v2":
+
+        def by_targeting_key_v2(data: Any) -> int | None:
+            key = _targeting_key(data)
+            if key is None:
+                return None
+            try:
+                return _murmur((flag_key + key).encode("utf-8"))
+            except UnicodeEncodeError:
+                return None
+
+        return by_targeting_key_v2
+
+    prefix = b"\x82" + cbor.encode(flag_key)  # a 2-item array: [flagKey, targetingKey]
+
+    def by_targeting_key_v3(data: Any) -> int | None:
+        key = _targeting_key(data)
+        if key is None:
+            return None
+        try:
+            return _murmur(prefix + cbor.encode(key))
+        except UnicodeEncodeError:
+            return None
+
+    return by_targeting_key_v3
+
+
+def _expression_hasher(version: str, flag_key: str, bucket_by: Node) -> Hasher:
+    """The subject is whatever the bucketing expression gives."""
+    value_of = as_function(bucket_by)
+    if version == "v2":
+        fallback = _shorthand_hasher("v2", flag_key)
+
+        def by_string_v2(data: Any) -> int | None:
+            value = value_of(data)
+            if type(value) is str:
+                try:
+                    return _murmur(value.encode("utf-8"))
+                except UnicodeEncodeError:
+                    return None
+            return fallback(data) if value is None else None
+
+        return by_string_v2
+
+    def by_value_v3(data: Any) -> int | None:
+        value = value_of(data)
+        if value is None:
+            return None
+        try:
+            return _murmur(cbor.encode(value))
+        except (TypeError, ValueError, RecursionError):
+            return None
+
+    return by_value_v3
+
+
+def _runtime_weight(value: Any) -> int | None:
+    """A computed weight as flagd counts it: negatives clamp to 0, fractions are refused."""
+    kind = type(value)
+    if kind is int:
+        return value if value > 0 else 0
+    if kind is float and value.is_integer():
+        return int(value) if value > 0 else 0
+    return None
+
+
+def _literal_weight(c: Compiler, raw: Any, path: str) -> int | None:
+    """Check a weight written in the rule (the schema wants a non-negative integer)."""
+    weight = _runtime_weight(raw)
+    if weight is None:
+        c.problem(path, f"a fractional weight must be a non-negative integer or an expression, got {raw!r}")
+    elif raw < 0:
+        c.problem(path, f"a fractional weight must not be negative, got {raw!r}")
+    return weight
+
+
+def _bucket(c: Compiler, raw: Any, path: str) -> tuple[Node, Weight] | None:
+    """Compile one ``[variant, weight?]``; None when it can never be used."""
+    if type(raw) is not list or not 1 <= len(raw) <= 2:
+        c.problem(path, "a fractional bucket must be an array [variant] or [variant, weight]")
+        return None
+    variant = c.compile(raw[0], index_path(path, 0))
+    if len(raw) == 1:
+        return variant, 1
+    weight_path = index_path(path, 1)
+    if type(raw[1]) is dict:
+        node = c.compile(raw[1], weight_path)
+        if not isinstance(node, Const):
+            return variant, node
+        weight = _runtime_weight(node.value)
+    else:
+        weight = _literal_weight(c, raw[1], weight_path)
+    return None if weight is None else (variant, weight)
+
+
+def compile_fractional(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+    """``{"fractional": [...]}`` -> the chosen variant's value, or null."""
+    if not args or (len(args) == 1 and args[0][1] == path and type(args[0][0]) is not list):
+        c.problem(path, "fractional takes an array: [bucketBy?, [variant, weight?], ...]")
+        return Const(None)
+    first, first_path = args[0]
+    if type(first) is list:
+        hasher = _shorthand_hasher(c.fractional, c.flag_key)
+        entries = args
+    else:
+        if type(first) is not dict:
+            c.problem(
+                first_path,
+                "the bucketing value must be an expression such as {\"var\": \"email\"}, "
+                "or left out to bucket by flag key and targetingKey",
+            )
+        hasher = _expression_hasher(c.fractional, c.flag_key, c.compile(first, first_path))
+        entries = args[1:]
+    buckets = [_bucket(c, raw, entry_path) for raw, entry_path in entries]
+    if not buckets or any(bucket is None for bucket in buckets):
+        return Const(None)
+    variants = [as_function(variant) for variant, _ in buckets]  # type: ignore[misc]
+    weights = [weight for _, weight in buckets]  # type: ignore[misc]
+    if all(type(weight) is int for weight in weights):
+        return _static(hasher, variants, weights)  # type: ignore[arg-type]
+    return _dynamic(hasher, variants, [_weight_function(weight) for weight in weights])
+
+
+def _weight_function(weight: Weight) -> Callable[[Any], Any]:
+    if type(weight) is int:
+        return lambda _data: weight
+    return weight  # type: ignore[return-value]
+
+
+def _static(hasher: Hasher, variants: list[Callable[[Any], Any]], weights: list[int]) -> Node:
+    """Weights known now: the cumulative ranges are computed once."""
+    total = sum(weights)
+    if total <= 0 or total > MAX_WEIGHT_SUM:
+        return Const(None)
+    ends = list(accumulate(weights))
+
+    def fractional(data: Any) -> Any:
+        hashed = hasher(data)
+        if hashed is None:
+            return None
+        return variants[bisect_right(ends, (hashed * total) >> 32)](data)
+
+    return fractional
+
+
+def _dynamic(
+    hasher: Hasher, variants: list[Callable[[Any], Any]], weight_functions: list[Callable[[Any], Any]]
+) -> Node:
+    """Some weight is an expression: the ranges are computed per call."""
+
+    def fractional(data: Any) -> Any:
+        hashed = hasher(data)
+        if hashed is None:
+            return None
+        ends = []
+        total = 0
+        for weight_of in weight_functions:
+            weight = _runtime_weight(weight_of(data))
+            if weight is None:
+                return None
+            total += weight
+            ends.append(total)
+        if total <= 0 or total > MAX_WEIGHT_SUM:
+            return None
+        return variants[bisect_right(ends, (hashed * total) >> 32)](data)
+
+    return fractional

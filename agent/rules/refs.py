@@ -1,0 +1,46 @@
+"""``resolve_refs``: replace ``{"$ref": "name"}`` with the shared rule under ``$evaluators``.
+
+flagd lets a flag file define rules once (``"$evaluators": {"name": rule}``) and refer
+to them from any targeting. Resolving them before compiling keeps the compiler unaware
+of references; an evaluator may itself refer to others, so the expansion is recursive
+and a cycle (``a`` -> ``b`` -> ``a``) is refused rather than expanded forever.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .errors import RuleError, child_path, index_path
+
+
+def resolve_refs(rule: Any, evaluators: Mapping[str, Any], path: str = "$.targeting") -> Any:
+    """A copy of ``rule`` with every ``{"$ref": name}`` replaced by ``evaluators[name]``.
+
+    Raises:
+        RuleError: a reference names no evaluator, is not a string, or is part of a cycle.
+    """
+    return _resolve(rule, evaluators, path, ())
+
+
+def _resolve(rule: Any, evaluators: Mapping[str, Any], path: str, chain: tuple[str, ...]) -> Any:
+    kind = type(rule)
+    if kind is list:
+        return [_resolve(item, evaluators, index_path(path, index), chain) for index, item in enumerate(rule)]
+    if kind is not dict:
+        return rule
+    if "$ref" not in rule:
+        return {key: _resolve(value, evaluators, child_path(path, key), chain) for key, value in rule.items()}
+    ref_path = child_path(path, "$ref")
+    name = rule["$ref"]
+    if len(rule) != 1:
+        raise RuleError(path, "a {\"$ref\": ...} object must have no other keys")
+    if type(name) is not str:
+        raise RuleError(ref_path, f"a reference must name an evaluator as a string, got {name!r}")
+    if name not in evaluators:
+        known = ", ".join(sorted(evaluators)) or "none are defined"
+        raise RuleError(ref_path, f"no evaluator named {name!r} under \"$evaluators\" (defined: {known})")
+    if name in chain:
+        cycle = " -> ".join((*chain, name))
+        raise RuleError(ref_path, f"evaluator references form a cycle: {cycle}")
+    evaluator_path = child_path(child_path("$", "$evaluators"), name)
+    return _resolve(evaluators[name], evaluators, evaluator_path, (*chain, name))

@@ -1,0 +1,296 @@
+"""``set`` and ``delete``: edit the flag file, validate it whole, write it durably, serve it.
+
+A write holds the reloader's lock from the ``if_revision`` check to the swap, so it is
+serialized with reloads and with other writes. The blocking part (re-reading the file, editing,
+validating, the fsynced replace) runs in a worker thread, so evaluations never wait for it.
+The file is re-read first: an outside edit the watcher has not served yet is either a CONFLICT
+(with ``if_revision``) or the base the change is applied to (without).
+
+After the replace the new snapshot is installed directly, with the source's ``content_hash``
+equal to the hash of exactly the bytes written; when the watcher then sees the rename, the
+loader finds the same hash and neither a second revision nor a ``changed`` event follows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from typing import Any
+
+import attrs
+import trio
+
+from protocol.errors import BadRequest, Conflict, InvalidFlag, ProtocolError, ReadOnly
+from protocol.messages import json_type
+
+from .config import ServeConfig
+from .converter import child_path
+from .docedit import DEFAULT_LAYOUT, SetChange, apply_delete, apply_set, detect_layout, encode
+from .durable import NOT_WRITABLE_ERRNOS, read_current, replace_durably, why_not_writable
+from .flagfile import FlagFileError, parse_flag_document
+from .loader import SourceOutcome, build, content_hash
+from .peer import Peer
+from .reloader import ReloadResult
+from .snapshot import SourceState
+
+audit = logging.getLogger("flagsock.audit")
+
+_SET_FIELDS = frozenset({"op", "id", "flag", "definition", "enabled", "rollout_percentage", "allowed_users", "if_revision"})
+_DELETE_FIELDS = frozenset({"op", "id", "flag", "if_revision"})
+_SIMPLE_FIELDS = ("enabled", "rollout_percentage", "allowed_users")
+_FLAGD_KEYS = frozenset({"state", "variants", "defaultVariant", "targeting"})
+_SIMPLE_KEYS = frozenset({"enabled", "rollout_percentage", "rollout", "allowed_users"})
+
+
+# --- requests -------------------------------------------------------------------------------
+
+def _check_fields(req: dict, allowed: frozenset[str]) -> None:
+    unknown = sorted(k for k in req if k not in allowed)
+    if unknown:
+        takes = ", ".join(sorted(allowed - {"op", "id"}))
+        raise BadRequest(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                         f"for op {req['op']!r}; it takes {takes}")
+
+
+def _flag(req: dict) -> str:
+    flag = req.get("flag")
+    if "flag" not in req:
+        raise BadRequest(f"{req['op']} needs \"flag\": the key of the flag")
+    if type(flag) is not str or not flag:
+        raise BadRequest(f"\"flag\" must be a non-empty string, not {json_type(flag)}")
+    return flag
+
+
+def _if_revision(req: dict) -> int | None:
+    value = req.get("if_revision")
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise BadRequest(f"\"if_revision\" must be a revision number (a non-negative integer), not {json.dumps(value)}")
+    return value
+
+
+def parse_set(req: dict) -> tuple[SetChange, int | None]:
+    """Check a ``set`` request's shape and simple values; the flag itself is checked by the parser."""
+    _check_fields(req, _SET_FIELDS)
+    flag = _flag(req)
+    given = [f for f in _SIMPLE_FIELDS if f in req]
+    if "definition" in req:
+        if given:
+            raise BadRequest(f"give either \"definition\" or the simple fields, not both (got definition and {', '.join(given)})")
+        definition = req["definition"]
+        if type(definition) is not dict:
+            raise InvalidFlag(f"\"definition\" must be a flagd flag object, not {json_type(definition)}")
+        if definition.keys() & _SIMPLE_KEYS and not definition.keys() & _FLAGD_KEYS:
+            raise InvalidFlag("\"definition\" looks like a simple-format flag; send enabled / rollout_percentage / "
+                              "allowed_users as fields of the request instead, or give a flagd flag with state and variants")
+        if "key" in definition and definition["key"] != flag:
+            raise InvalidFlag(f"definition.key {json.dumps(definition['key'])} differs from \"flag\" {flag!r}; leave it out")
+        return SetChange(flag, definition=definition), _if_revision(req)
+    if not given:
+        raise BadRequest("set needs \"definition\" (a flagd flag object) or \"enabled\" (with optional "
+                         "rollout_percentage and allowed_users)")
+    if "enabled" not in req:
+        raise BadRequest("\"enabled\" is required with the simple fields (true or false)")
+    simple: dict[str, Any] = {}
+    if type(req["enabled"]) is not bool:
+        raise InvalidFlag(f"enabled must be true or false, not {json.dumps(req['enabled'])}")
+    simple["enabled"] = req["enabled"]
+    if "rollout_percentage" in req:
+        pct = req["rollout_percentage"]
+        if pct is not None and (type(pct) not in (int, float) or not 0 <= pct <= 100):
+            raise InvalidFlag(f"rollout_percentage must be a number from 0 to 100 or null, not {json.dumps(pct)}")
+        simple["rollout_percentage"] = pct
+    if "allowed_users" in req:
+        users = req["allowed_users"]
+        if type(users) is not list or not all(type(u) is str for u in users):
+            raise InvalidFlag("allowed_users must be an array of user ids (strings)"
+                              + ("" if type(users) is list else f", not {json_type(users)}"))
+        simple["allowed_users"] = users
+    return SetChange(flag, simple=simple), _if_revision(req)
+
+
+def parse_delete(req: dict) -> tuple[str, int | None]:
+    _check_fields(req, _DELETE_FIELDS)
+    return _flag(req), _if_revision(req)
+
+
+# --- the writer -----------------------------------------------------------------------------
+
+@attrs.frozen
+class _Written:
+    outcome: SourceOutcome
+    wrote: bool
+
+
+class Writer:
+    """Applies ``set``/``delete`` to one flag file of a running agent.
+
+    Args:
+        app: the agent (store, reloader, write access).
+        path: the flag file that takes the writes; one of the agent's sources.
+    """
+
+    def __init__(self, app: Any, path: str) -> None:
+        self.app = app
+        self.path = path
+        self.fractional = app.config.fractional
+
+    async def handle_set(self, peer: Peer, req: dict) -> dict:
+        return await self._handle(peer, req, "set")
+
+    async def handle_delete(self, peer: Peer, req: dict) -> dict:
+        return await self._handle(peer, req, "delete")
+
+    async def _handle(self, peer: Peer, req: dict, op: str) -> dict:
+        named = req.get("flag") if type(req.get("flag")) is str else None
+        self.app.require_write(peer, op, named)
+        try:
+            if op == "set":
+                change, if_revision = parse_set(req)
+                flag = change.flag
+                edit = lambda doc: apply_set(doc, change, fractional=self.fractional, where=self.path)  # noqa: E731
+            else:
+                flag, if_revision = parse_delete(req)
+                edit = lambda doc: apply_delete(doc, flag, where=self.path)  # noqa: E731
+            return await self._write(peer, op, flag, if_revision, edit)
+        except ProtocolError as exc:
+            audit.warning("refused %s%s from %s at revision %d: %s %s", op, f" of {named!r}" if named else "",
+                          peer.describe(), self.app.store.snapshot.revision, exc.code, exc.message)
+            raise
+
+    async def _write(self, peer: Peer, op: str, flag: str, if_revision: int | None, edit: Any) -> dict:
+        store = self.app.store
+        reloader = self.app.reloader
+        async with reloader.lock:
+            snap = store.snapshot
+            before = snap.revision
+            if if_revision is not None and if_revision != before:
+                raise Conflict(f"revision {before} is served, not {if_revision}; re-read the flag and retry "
+                               f"with if_revision {before}")
+            served = snap.source(self.path) or SourceState(path=self.path)
+            self._check_not_overridden(snap, flag)
+            # Shielded: once the file may have been replaced, the swap must follow.
+            with trio.CancelScope(shield=True):
+                written = await trio.to_thread.run_sync(self._edit_and_write, served, flag, if_revision, edit)
+                outcomes = [written.outcome if s.path == self.path else SourceOutcome(s, None) for s in snap.sources]
+                store.record_success(self.path)
+                await reloader.install(build(outcomes, snap.flags, before))
+            after = store.snapshot.revision
+            result = ReloadResult(after, after != before, ())
+            for callback in reloader.on_reload:
+                callback(result)
+        audit.info("%s of %r by %s: revision %d -> %d (%s%s)", op, flag, peer.describe(), before, after,
+                   self.path, "" if written.wrote else ", file already held this")
+        return {"revision": after}
+
+    def _check_not_overridden(self, snap: Any, flag: str) -> None:
+        paths = [s.path for s in snap.sources]
+        for later in snap.sources[paths.index(self.path) + 1:] if self.path in paths else ():
+            if flag in later.flags:
+                raise InvalidFlag(f"flag {flag!r} is served from {later.path}, which overrides {self.path} "
+                                  "(the file this agent writes); a change there would not be served")
+
+    def _edit_and_write(self, served: SourceState, flag: str, if_revision: int | None, edit: Any) -> _Written:
+        """Blocking: re-read, edit, validate and replace the file; the outcome to serve."""
+        path = self.path
+        reason = why_not_writable(path)
+        if reason:
+            raise ReadOnly(reason)
+        data = read_current(path)
+        moved_on = (content_hash(data) if data is not None else None) != served.content_hash
+        if moved_on and if_revision is not None:
+            raise Conflict(f"{path} changed on disk after revision {if_revision} was loaded (an outside edit "
+                           "the agent has not served yet); re-read the flag and retry")
+        doc, layout = self._decode(data)
+        new_data = encode(edit(doc), layout)
+        try:
+            parsed = parse_flag_document(new_data, path, fractional=self.fractional, invalid_flags="reject")
+        except FlagFileError as exc:
+            raise InvalidFlag(f"the change would make {path} invalid, so nothing was written: "
+                              + "; ".join(_where(p, flag) + p.message for p in exc.problems)) from None
+        wrote = new_data != data
+        if wrote:
+            try:
+                replace_durably(path, new_data)
+            except OSError as exc:
+                if exc.errno in NOT_WRITABLE_ERRNOS:
+                    raise ReadOnly(f"cannot write {path}: {exc.strerror} (the agent runs as uid {os.geteuid()}); "
+                                   "nothing was changed") from None
+                raise ProtocolError(f"could not write {path}: {exc.strerror or exc}; nothing was changed") from None
+        state = SourceState(path=path, content_hash=content_hash(new_data), format=parsed.format,
+                            flags=parsed.flags, problems=tuple(parsed.problems), document=parsed.document)
+        return _Written(SourceOutcome(state, None), wrote)
+
+    def _decode(self, data: bytes | None) -> tuple[dict, Any]:
+        if data is None or not data.strip():
+            return {"flags": {}}, DEFAULT_LAYOUT
+        text = data.decode("utf-8-sig", errors="replace")
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise InvalidFlag(f"{self.path} on disk is not valid JSON ({exc}); fix or replace the file first "
+                              f"(the agent still serves revision {self.app.store.snapshot.revision})") from None
+        if type(doc) is not dict:
+            raise InvalidFlag(f"{self.path} on disk is {json_type(doc)}, not a flag file; fix or replace it first")
+        return doc, detect_layout(text)
+
+
+_FLAG_IN_ARRAY = re.compile(r"\$\.flags\[\d+\]")
+
+
+def _where(problem: Any, flag: str) -> str:
+    """A problem's place, named as the request field too when it is in the flag being set."""
+    if problem.flag == flag:
+        for prefix in (child_path("$.flags", flag), child_path("$", flag)):
+            if problem.path.startswith(prefix):
+                rest = problem.path[len(prefix):]
+                break
+        else:
+            found = _FLAG_IN_ARRAY.match(problem.path)
+            rest = problem.path[found.end():] if found else None
+        if rest:
+            return f"{rest.lstrip('.')} ({problem.path}): "
+    return f"{problem.path}: "
+
+
+def choose_target(config: ServeConfig) -> tuple[str | None, str]:
+    """The file that takes writes, or None and why there is none.
+
+    Raises:
+        ValueError: ``--write-to`` names a file that is not one of the sources.
+    """
+    if config.read_only:
+        return None, "this agent was started with --read-only"
+    sources = list(config.flags)  # as the store names them
+    if config.write_to:
+        wanted = os.path.abspath(config.write_to)
+        matching = [p for p in sources if os.path.abspath(p) == wanted]
+        if not matching:
+            raise ValueError(f"--write-to {config.write_to} is not one of the --flags files ({', '.join(sources)})")
+        target = matching[-1]
+    elif len(sources) == 1:
+        target = sources[0]
+    elif not sources:
+        return None, "this agent serves no flag file"
+    else:
+        return None, (f"this agent serves {len(sources)} flag files and was not told which one takes writes; "
+                      "restart it with --write-to PATH")
+    reason = why_not_writable(target)
+    if reason:
+        return None, reason
+    return target, ""
+
+
+def attach_writer(app: Any, config: ServeConfig) -> None:
+    """Give ``app`` its writer, or leave it read-only with the reason set."""
+    target, reason = choose_target(config)
+    if target is None:
+        app.writer = None
+        app.read_only_reason = reason
+        logging.getLogger("flagsock").info("set and delete are off: %s", reason)
+        return
+    app.writer = Writer(app, target)
+    logging.getLogger("flagsock").info("set and delete change %s", target)

@@ -1,0 +1,144 @@
+"""The ``flagsock`` command as a user runs it: real subprocesses, real sockets, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+
+import pytest
+
+from tests.helpers import SEED, write_json
+from tests.process import AgentProcess, flagsock, wait_for_socket
+
+
+@pytest.fixture
+def seed_file(tmp_path):
+    return write_json(tmp_path / "flags.json", SEED)
+
+
+@pytest.fixture
+def agent(seed_file, sock_dir):
+    sock = str(sock_dir / "cli.sock")
+    with AgentProcess(["--flags", str(seed_file), "--socket", sock]) as running:
+        yield running
+
+
+def test_get_prints_the_value_for_a_user(agent):
+    env = {"FLAGSOCK_SOCKET": agent.socket_path}
+    assert flagsock("get", "dark_mode", env=env).stdout == "true\n"
+    assert flagsock("get", "experimental_search", env=env).stdout == "false\n"
+    assert flagsock("get", "new_checkout_flow", "--user", "user_123", env=env).stdout == "true\n"
+    out = flagsock("get", "new_checkout_flow", "--context", '{"targetingKey": "user_456"}', "--json",
+                   "--socket", agent.socket_path)
+    result = json.loads(out.stdout)
+    assert result["value"] is True and result["reason"] == "TARGETING_MATCH" and result["variant"] == "on"
+
+
+def test_get_of_a_missing_flag_fails_with_the_code(agent):
+    out = flagsock("get", "nope", "--socket", agent.socket_path)
+    assert out.returncode == 1
+    assert "FLAG_NOT_FOUND" in out.stderr and "nope" in out.stderr
+
+
+def test_client_commands_without_an_agent_say_so_and_exit_3(sock_dir):
+    out = flagsock("get", "x", "--socket", str(sock_dir / "none.sock"))
+    assert out.returncode == 3 and "flagsock serve" in out.stderr
+    out = flagsock("health", env={"FLAGSOCK_SOCKET": str(sock_dir / "none.sock")})
+    assert out.returncode == 3 and str(sock_dir / "none.sock") in out.stderr
+
+
+def test_flags_health_stats_ping(agent):
+    s = ["--socket", agent.socket_path]
+    flags = flagsock("flags", "--user", "user_123", *s)
+    assert flags.returncode == 0
+    assert {line.split()[0] for line in flags.stdout.splitlines()} == set(SEED["flags"])
+    health = flagsock("health", *s)
+    assert health.returncode == 0 and health.stdout.startswith("ok: revision 1, 3 flags")
+    stats = json.loads(flagsock("stats", *s).stdout)
+    assert "requests" in stats
+    assert flagsock("ping", *s).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["get", "x", "--context", "{not json"], "--context is not valid JSON"),
+        (["get", "x", "--context", "[1]"], "must be a JSON object"),
+        (["serve", "--flags", "f.json", "--socket-mode", "99"], "socket-mode must be octal"),
+        (["serve", "--flags", "f.json", "--max-connections", "0"], "at least 1"),
+        (["serve", "--flags", "f.json", "--fractional", "v1"], "invalid choice"),
+        (["serve", "--socket", "/tmp/x.sock"], "no flag files"),
+        (["set", "x", "--rollout", "150"], "0 to 100"),
+        (["set", "x", "--if-revision", "abc", "--on"], "revision number"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_problem(args, fragment):
+    out = flagsock(*args)
+    assert out.returncode == 2, out
+    assert fragment in out.stderr
+
+
+def test_serve_rejects_a_bad_config_file(tmp_path):
+    cfg = tmp_path / "flagsock.toml"
+    cfg.write_text('flags = ["f.json"]\nmax_conections = 5\n')
+    out = flagsock("serve", "--config", str(cfg))
+    assert out.returncode == 2 and "unknown setting 'max_conections'" in out.stderr
+
+
+def test_serve_reads_a_config_file(tmp_path, sock_dir, seed_file):
+    cfg = tmp_path / "flagsock.toml"
+    sock = sock_dir / "cfg.sock"
+    cfg.write_text(f'flags = ["{seed_file.name}"]\nsocket = "{sock}"\nsocket-mode = "0600"\n')
+    with AgentProcess(["--config", str(cfg)], socket_path=str(sock)):
+        assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
+        assert flagsock("get", "dark_mode", "--socket", str(sock)).stdout == "true\n"
+
+
+def test_validate_accepts_good_files_and_names_every_problem(tmp_path, seed_file):
+    assert flagsock("validate", str(seed_file)).returncode == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"flags": {
+        "a": {"enabled": "yes"},
+        "b": {"enabled": True, "rollout_percentage": 101},
+    }}))
+    out = flagsock("validate", str(seed_file), str(bad))
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert any(line.startswith(f"{bad}: $.flags.a.enabled") for line in lines), lines
+    assert any(line.startswith(f"{bad}: $.flags.b.rollout_percentage") for line in lines), lines
+    assert flagsock("validate", str(tmp_path / "missing.json")).returncode == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_with_exit_0_and_remove_the_socket(seed_file, sock_dir, signum):
+    sock = sock_dir / "sig.sock"
+    with AgentProcess(["--flags", str(seed_file), "--socket", str(sock)]) as agent:
+        idle = socket.socket(socket.AF_UNIX)
+        idle.connect(str(sock))  # an idle client must not hold up the exit
+        code, err = agent.stop(signum, timeout=5)
+        idle.close()
+    assert code == 0, err
+    assert not sock.exists()
+
+
+def test_sighup_reloads(seed_file, sock_dir):
+    sock = str(sock_dir / "hup.sock")
+    with AgentProcess(["--flags", str(seed_file), "--socket", sock]) as agent:
+        doc = json.loads(seed_file.read_text())
+        doc["flags"]["dark_mode"]["enabled"] = False
+        # Written in place without changing size or mtime granularity tricks: SIGHUP must pick it up
+        # even if the watcher has not yet.
+        write_json(seed_file, doc)
+        agent.send_signal(signal.SIGHUP)
+        wait_for_socket(sock)
+        deadline_ok = False
+        for _ in range(100):
+            if flagsock("get", "dark_mode", "--socket", sock).stdout == "false\n":
+                deadline_ok = True
+                break
+        assert deadline_ok
+        code, err = agent.stop()
+    assert code == 0
+    assert "SIGHUP" in err

@@ -1,0 +1,202 @@
+"""Step implementations for flagd's testbed features, run against flagsock's engine.
+
+A scenario runs in a :class:`World`: its steps choose flags, a context and a requested type, one
+step evaluates through :func:`agent.evaluation.evaluate`, and the ``Then`` steps compare. Flags
+are loaded with :func:`agent.flagfile.parse_flag_document` under ``invalid_flags="isolate"``
+(the suites hold deliberately broken flags) and the bucketing version the scenario's tags name.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.evaluation import evaluate
+from agent.flagfile import parse_flag_document
+from agent.model import Resolution
+
+from .gherkin import Scenario, Step
+
+_TYPES: dict[str, Callable[[str], Any]] = {
+    "Boolean": lambda s: {"true": True, "false": False}[s],
+    "Integer": int,
+    "Float": float,
+    "String": str,
+    "Object": json.loads,
+}
+_OPTIONS_WE_HONOUR = {"cache", "selector"}  # cache: we never cache; selector: which flag files
+
+
+def typed(type_name: str, text: str) -> Any:
+    return _TYPES[type_name](text)
+
+
+@functools.lru_cache(maxsize=None)
+def load_flags(files: tuple[Path, ...], fractional: str) -> Mapping[str, Any]:
+    """The flags of ``files`` as one document, like the testbed image's ``allFlags.json``.
+
+    The image aggregates the files into one, so a flag may ``$ref`` an evaluator defined in
+    another file (``zero-flags.json`` uses ``evaluator-refs.json``'s ``is_ballmer``): ``flags``,
+    ``$evaluators`` and ``metadata`` are merged member by member, later files winning.
+    """
+    combined: dict[str, dict[str, Any]] = {}
+    for path in files:
+        for member, value in json.loads(path.read_text(encoding="utf-8")).items():
+            if isinstance(value, dict):
+                combined.setdefault(member, {}).update(value)
+    name = files[0].name if len(files) == 1 else "allFlags.json"
+    parsed = parse_flag_document(json.dumps(combined).encode(), name, fractional=fractional, invalid_flags="isolate")
+    return parsed.flags
+
+
+@dataclass
+class Suite:
+    """Where a group of features takes its flags from."""
+
+    name: str
+    default_files: tuple[Path, ...]
+    selectable: Path | None = None  # the directory ``rawflags/NAME`` selectors point into
+
+    def files(self, selector: str | None) -> tuple[Path, ...]:
+        if selector is None or selector == "flags/allFlags.json":
+            return self.default_files
+        if self.selectable is not None and selector.startswith("rawflags/"):
+            return (self.selectable / selector.removeprefix("rawflags/"),)
+        raise AssertionError(f"unknown selector {selector!r}")
+
+
+@dataclass
+class World:
+    suite: Suite
+    fractional: str
+    options: dict[str, str] = field(default_factory=dict)
+    flag_type: str = ""
+    key: str = ""
+    default: Any = None
+    context: dict[str, Any] = field(default_factory=dict)
+    result: Resolution | None = None
+
+    @property
+    def resolved(self) -> Resolution:
+        assert self.result is not None, "the flag was not evaluated"
+        return self.result
+
+
+_STEPS: list[tuple[re.Pattern[str], Callable[..., None]]] = []
+
+
+def step(pattern: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        _STEPS.append((re.compile(pattern + r"\Z"), fn))
+        return fn
+    return register
+
+
+@step(r"an evaluator|a stable flagd provider|a metadata flagd provider")
+def _nothing(world: World, step: Step) -> None:
+    """The engine needs no start-up: flags are loaded when the flag is chosen."""
+
+
+@step(r'an option "(?P<name>[^"]*)" of type "(?P<type>[^"]*)" with value "(?P<value>[^"]*)"')
+def _option(world: World, step: Step, name: str, type: str, value: str) -> None:
+    world.options[name] = value
+
+
+@step(r'a (?P<type>\w+)-flag with key "(?P<key>[^"]*)" and a (?:fallback|default) value "(?P<default>.*)"')
+def _flag(world: World, step: Step, type: str, key: str, default: str) -> None:
+    world.flag_type, world.key, world.default = type, key, typed(type, default)
+
+
+@step(r'a context containing a targeting key with value "(?P<value>.*)"')
+def _targeting_key(world: World, step: Step, value: str) -> None:
+    world.context["targetingKey"] = value
+
+
+@step(r'a context containing a key "(?P<key>[^"]*)", with type "(?P<type>\w+)" and with value "(?P<value>.*)"')
+def _context_key(world: World, step: Step, key: str, type: str, value: str) -> None:
+    world.context[key] = typed(type, value)
+
+
+@step(r'a context containing a nested property with outer key "(?P<outer>[^"]*)" and inner key "(?P<inner>[^"]*)", with value "(?P<value>.*)"')
+def _nested(world: World, step: Step, outer: str, inner: str, value: str) -> None:
+    world.context.setdefault(outer, {})[inner] = value
+
+
+@step(r"the flag was evaluated with details")
+def _evaluate(world: World, step: Step) -> None:
+    flags = load_flags(world.suite.files(world.options.get("selector")), world.fractional)
+    world.result = evaluate(flags, world.key, world.context or None,
+                            expected_type=world.flag_type.lower(), default=world.default)
+
+
+def _same(actual: Any, expected: Any) -> bool:
+    if isinstance(expected, (dict, list)):
+        return actual == expected
+    return type(actual) is type(expected) and actual == expected
+
+
+@step(r'the resolved details value should be "(?P<value>.*)"')
+def _value(world: World, step: Step, value: str) -> None:
+    expected = typed(world.flag_type, value)
+    res = world.resolved
+    assert _same(res.value, expected), f"value {res.value!r}, expected {expected!r} ({res})"
+
+
+@step(r'the reason should be "(?P<reason>[^"]*)"')
+def _reason(world: World, step: Step, reason: str) -> None:
+    assert world.resolved.reason == reason, f"reason {world.resolved.reason}, expected {reason} ({world.resolved})"
+
+
+@step(r'the error-code should be "(?P<code>[^"]*)"')
+def _error_code(world: World, step: Step, code: str) -> None:
+    expected = code or None
+    assert world.resolved.error_code == expected, f"error code {world.resolved.error_code}, expected {expected} ({world.resolved})"
+
+
+@step(r"the resolved metadata should contain")
+def _metadata(world: World, step: Step) -> None:
+    header, *rows = step.table
+    assert header == ("key", "metadata_type", "value"), header
+    metadata = world.resolved.metadata
+    for key, type_name, text in rows:
+        expected = typed(type_name, text)
+        assert key in metadata and _same(metadata[key], expected), f"metadata[{key!r}] = {metadata.get(key)!r}, expected {expected!r}"
+
+
+@step(r"the resolved metadata is empty")
+def _no_metadata(world: World, step: Step) -> None:
+    assert not world.resolved.metadata, f"metadata {dict(world.resolved.metadata)} is not empty"
+
+
+def skip_reason(scenario: Scenario) -> str | None:
+    """Why a scenario does not apply to flagsock's engine, or None when it must run."""
+    if "@fractional-v1" in scenario.tags:
+        return "@fractional-v1: legacy float bucketing is not implemented"
+    if "@deprecated" in scenario.tags:
+        return "@deprecated: the pre-flagd#1965 no-default answer, superseded by @no-default-variant"
+    for s in scenario.steps:
+        m = re.match(r'an option "([^"]*)"', s.text)
+        if m and m.group(1) not in _OPTIONS_WE_HONOUR:
+            return f"provider option {m.group(1)!r}: gRPC provider configuration"
+    return None
+
+
+def bucketing(scenario: Scenario) -> str:
+    return "v3" if "@fractional-v3" in scenario.tags else "v2"
+
+
+def run(scenario: Scenario, suite: Suite) -> None:
+    world = World(suite, bucketing(scenario))
+    for s in scenario.steps:
+        for pattern, fn in _STEPS:
+            m = pattern.match(s.text)
+            if m:
+                fn(world, s, **m.groupdict())
+                break
+        else:
+            raise AssertionError(f"no step implementation for line {s.line}: {s.keyword} {s.text}")

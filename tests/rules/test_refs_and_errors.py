@@ -1,0 +1,91 @@
+"""``resolve_refs`` and the refusals of ``compile_rule``: where, why, and strict vs lenient."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.rules import RuleError, compile_rule, resolve_refs
+
+EVALUATORS = {
+    "is_ballmer": {"==": ["ballmer@macrosoft.com", {"var": ["email"]}]},
+    "is_ballmer_or_gates": {"or": [{"$ref": "is_ballmer"}, {"==": ["gates@macrosoft.com", {"var": "email"}]}]},
+}
+
+
+def test_resolve_refs_replaces_references_recursively_and_leaves_the_input_alone() -> None:
+    rule = {"if": [{"$ref": "is_ballmer_or_gates"}, "hi", "bye"]}
+    resolved = resolve_refs(rule, EVALUATORS)
+    assert resolved == {"if": [{"or": [EVALUATORS["is_ballmer"], {"==": ["gates@macrosoft.com", {"var": "email"}]}]}, "hi", "bye"]}
+    assert rule == {"if": [{"$ref": "is_ballmer_or_gates"}, "hi", "bye"]}
+    fn = compile_rule(resolved, flag_key="f")
+    assert fn({"email": "gates@macrosoft.com"}) == "hi"
+    assert fn({"email": "someone@else.com"}) == "bye"
+
+
+def test_resolve_refs_names_the_missing_evaluator() -> None:
+    with pytest.raises(RuleError) as caught:
+        resolve_refs({"if": [{"$ref": "nonexistent_evaluator"}, "a", "b"]}, EVALUATORS, "$.flags.f.targeting")
+    assert caught.value.path == "$.flags.f.targeting.if[0].$ref"
+    assert "nonexistent_evaluator" in caught.value.message and "is_ballmer" in caught.value.message
+
+
+def test_resolve_refs_refuses_cycles() -> None:
+    evaluators = {"a": {"!": {"$ref": "b"}}, "b": {"and": [{"$ref": "a"}]}}
+    with pytest.raises(RuleError, match="cycle: a -> b -> a"):
+        resolve_refs({"$ref": "a"}, evaluators)
+
+
+def test_a_reference_used_twice_is_not_a_cycle() -> None:
+    resolved = resolve_refs({"and": [{"$ref": "is_ballmer"}, {"$ref": "is_ballmer"}]}, EVALUATORS)
+    assert resolved["and"][0] == resolved["and"][1]
+
+
+def test_unresolved_reference_and_unknown_operator_are_always_refused() -> None:
+    for strict in (True, False):
+        with pytest.raises(RuleError, match="not resolved"):
+            compile_rule({"if": [{"$ref": "x"}, 1, 2]}, flag_key="f", strict=strict)
+        with pytest.raises(RuleError, match="unknown operator 'invalid'") as caught:
+            compile_rule({"!": {"invalid": ["this is not valid targeting"]}}, flag_key="f", strict=strict)
+        assert caught.value.path == "$.targeting['!']"
+
+
+def test_targeting_must_be_an_object_and_empty_means_no_rule() -> None:
+    with pytest.raises(RuleError, match="JSON object"):
+        compile_rule(["a"], flag_key="f")
+    assert compile_rule({}, flag_key="f")({"targetingKey": "x"}) is None
+
+
+def test_objects_inside_rules_must_be_operations() -> None:
+    with pytest.raises(RuleError, match="exactly one key") as caught:
+        compile_rule({"==": [{"var": "x"}, {"a": 1, "b": 2}]}, flag_key="f", path="$.flags.f.targeting")
+    assert caught.value.path == "$.flags.f.targeting['=='][1]"
+    problems: list[RuleError] = []
+    fn = compile_rule({"==": [{"var": "x"}, {}]}, flag_key="f", strict=False, on_problem=problems.append)
+    assert fn({"x": 1}) is False and len(problems) == 1
+
+
+@pytest.mark.parametrize(
+    ("rule", "path"),
+    [
+        ({"==": [1]}, "$.targeting['==']"),
+        ({"cat": "x"}, "$.targeting.cat"),
+        ({"in": ["a", "b", "c"]}, "$.targeting.in"),
+        ({"reduce": [[1], {"var": "current"}]}, "$.targeting.reduce"),
+        ({"missing": [1]}, "$.targeting.missing"),
+        ({"missing_some": ["1", ["a"]]}, "$.targeting.missing_some[0]"),
+        ({"*": [2]}, "$.targeting['*']"),
+        ({"starts_with": [{"var": "id"}, None]}, "$.targeting.starts_with[1]"),
+        ({"if": [True, {"var": "$flagd.nope"}]}, "$.targeting.if[1].var"),
+    ],
+)
+def test_schema_violations_are_refused_with_their_path_when_strict(rule: dict, path: str) -> None:
+    with pytest.raises(RuleError) as caught:
+        compile_rule(rule, flag_key="f")
+    assert caught.value.path == path
+    assert str(caught.value).startswith(path)
+    compile_rule(rule, flag_key="f", strict=False)
+
+
+def test_unknown_fractional_version_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="v1"):
+        compile_rule({"var": "x"}, flag_key="f", fractional="v1")
