@@ -15,6 +15,7 @@ import tempfile
 
 #: OSError numbers that mean "this agent may not write there", answered as READ_ONLY.
 NOT_WRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+TEMP_SUFFIX = ".flagsock-tmp"
 
 
 def why_not_writable(path: str) -> str | None:
@@ -54,6 +55,30 @@ def why_not_writable(path: str) -> str | None:
     return None
 
 
+def _temp_prefix(path: str) -> str:
+    # Not starting with "..": the watcher treats such names as a ConfigMap swap.
+    return f".{os.path.basename(path).lstrip('.')}."
+
+
+def remove_stale_temps(path: str) -> list[str]:
+    """Remove temporary files a killed agent left beside ``path``; return their names."""
+    directory = os.path.dirname(path) or "."
+    prefix = _temp_prefix(path)
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if name.startswith(prefix) and name.endswith(TEMP_SUFFIX):
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
 def read_current(path: str) -> bytes | None:
     """The file's bytes, or None when it does not exist (yet)."""
     try:
@@ -77,8 +102,7 @@ def replace_durably(path: str, data: bytes) -> None:
         original: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
         original = None
-    # Not starting with "..": the watcher treats such names as a ConfigMap swap.
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path).lstrip('.')}.", suffix=".flagsock-tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -156,8 +156,13 @@ def broken_table(key: str, message: str) -> Table:
 
 
 def targeting_resolver(key: str, rule: Callable[[dict], Any], variants: Mapping[str, Any],
-                       default_variant: str | None, metadata: Mapping[str, Any]) -> Resolver:
-    """A resolver running the compiled targeting ``rule`` and mapping its result to a variant."""
+                       default_variant: str | None, metadata: Mapping[str, Any], *,
+                       reads_clock: bool = True) -> Resolver:
+    """A resolver running the compiled targeting ``rule`` and mapping its result to a variant.
+
+    ``reads_clock=False`` (the rule cannot see ``$flagd.timestamp``) spares reading the clock on
+    every call.
+    """
     matches = {t: {} for t in EXPECTED_TYPES}
     for name, value in variants.items():
         for t, res in variant_table(key, name, value, TARGETING_MATCH, metadata).items():
@@ -165,12 +170,14 @@ def targeting_resolver(key: str, rule: Callable[[dict], Any], variants: Mapping[
     fallback = default_table(key, variants, default_variant, DEFAULT, metadata)
     known = ", ".join(variants)
     clock = time.time
+    timeless = {"flagKey": key}  # rules never write to the context, so one can be shared
 
     def resolve(context: Mapping[str, Any] | None, expected_type: str | None, now: int | None) -> Resolution:
-        ctx = dict(context) if context else {}
-        ctx["$flagd"] = {"flagKey": key, "timestamp": int(clock()) if now is None else now}
-        if "targetingKey" not in ctx:
-            ctx["targetingKey"] = None
+        if reads_clock or now is not None:
+            flagd = {"flagKey": key, "timestamp": int(clock()) if now is None else now}
+        else:
+            flagd = timeless
+        ctx = {"targetingKey": None, **context, "$flagd": flagd} if context else {"targetingKey": None, "$flagd": flagd}
         try:
             chosen = rule(ctx)
         except Exception as exc:  # any failure of a rule is that flag's PARSE_ERROR, never a crash

@@ -300,7 +300,8 @@ class _DocumentReader(_Reader):
         if rule is None or not enabled:
             static, resolver = static_table(key, variants, default, metadata, enabled=enabled), None
         else:
-            static, resolver = None, targeting_resolver(key, rule, variants, default, metadata)
+            static, resolver = None, targeting_resolver(key, rule, variants, default, metadata,
+                                                        reads_clock=reads_clock(resolved))
         return CompiledFlag(
             key=key, value_type=_value_type(variants), variants=variants, default_variant=default,
             metadata=metadata, enabled=enabled, source=self.source, format="flagd",
@@ -319,6 +320,27 @@ class _DocumentReader(_Reader):
         except Exception as exc:  # a bug in a rule compiler must break this flag, not the file
             found.append(Problem(self.source, tpath, f"could not compile targeting ({type(exc).__name__}: {exc})", key))
         return None, None
+
+
+def reads_clock(rule: Any) -> bool:
+    """Whether a rule may read ``$flagd.timestamp`` (when unsure: yes).
+
+    Reading the clock is a measurable part of evaluating a simple rule, and few rules use it.
+    A rule can see the timestamp only through a ``var`` (or ``missing``) path naming it, the
+    whole ``$flagd`` object, or the whole context (``{"var": ""}``), or through a computed path.
+    """
+    if type(rule) is list:
+        return any(reads_clock(item) for item in rule)
+    if type(rule) is str:
+        return rule == "$flagd" or rule.startswith("$flagd.timestamp")
+    if type(rule) is not dict:
+        return False
+    if "var" in rule:
+        path = rule["var"]
+        path = path[0] if type(path) is list and path else path
+        if path is None or path == "" or path == [] or type(path) not in (str, int, float):
+            return True
+    return any(reads_clock(v) for v in rule.values())
 
 
 def _value_type(variants: Mapping[str, Any]) -> str:

@@ -140,6 +140,10 @@ class SourceWatcher:
                             stop.set()
 
                     nursery.start_soon(stop_on_restart_or_cancel)
+                    # watchfiles sets up its inotify watch before its first await, and this
+                    # reload reads the files only after that: a change made while the watch was
+                    # down (or not yet up) is either read now or reported by the watch.
+                    self.mark_dirty()
                     async for _changes in self.watch(
                         *targets,
                         watch_filter=self._matters,
@@ -154,8 +158,6 @@ class SourceWatcher:
             except Exception as exc:  # e.g. a watched directory vanished under the watcher
                 log.info("directory watch stopped (%s); the stat poll covers until it restarts", exc)
                 await self._restart.wait()
-            # The watch may have lost events while it was down.
-            self.mark_dirty()
 
     async def _poll_loop(self) -> None:
         signatures = {p: _signature(p) for p in self.paths}

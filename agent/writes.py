@@ -28,7 +28,7 @@ from protocol.messages import json_type
 from .config import ServeConfig
 from .converter import child_path
 from .docedit import DEFAULT_LAYOUT, SetChange, apply_delete, apply_set, detect_layout, encode
-from .durable import NOT_WRITABLE_ERRNOS, read_current, replace_durably, why_not_writable
+from .durable import NOT_WRITABLE_ERRNOS, read_current, remove_stale_temps, replace_durably, why_not_writable
 from .flagfile import FlagFileError, parse_flag_document
 from .loader import SourceOutcome, build, content_hash
 from .peer import Peer
@@ -293,4 +293,7 @@ def attach_writer(app: Any, config: ServeConfig) -> None:
         logging.getLogger("flagsock").info("set and delete are off: %s", reason)
         return
     app.writer = Writer(app, target)
-    logging.getLogger("flagsock").info("set and delete change %s", target)
+    log = logging.getLogger("flagsock")
+    for name in remove_stale_temps(target):
+        log.info("removed %s, a temporary file an interrupted write left behind", name)
+    log.info("set and delete change %s", target)

@@ -5,7 +5,8 @@
 Starts ``python -m agent serve`` on a temporary flag file and socket (unless ``--socket`` names
 an agent already running), then measures, each for about ``--seconds``:
 
-* microseconds per ``is_enabled`` call, uncached and cached (``cache=True``, a hit);
+* microseconds per ``is_enabled`` call, uncached and cached (``cache=True``, a hit), next to a
+  bare-socket round trip (the floor any client pays: the agent's own time plus two wake-ups);
 * calls per second with 1, 4 and 16 threads sharing one client, uncached, for connection pools
   of 1 (one connection behind a lock), 4 (the default) and 16; and cached.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -122,8 +124,25 @@ def checked(client: FlagClient) -> Callable[[], bool]:
     return call
 
 
+@contextmanager
+def raw_round_trip(sock: str) -> Iterator[Callable[[], object]]:
+    """The floor: one hand-written evaluate request and its answer on a bare socket."""
+    request = b'{"op":"evaluate","id":1,"flag":"vip","context":{"targetingKey":"user_123"},"type":"boolean"}\n'
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(sock)
+        with conn.makefile("rb") as reader:
+
+            def call() -> object:
+                conn.sendall(request)
+                return reader.readline()
+
+            yield call
+
+
 def bench(sock: str, seconds: float) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
+    with raw_round_trip(sock) as raw:
+        rows.append(("baseline: bare socket evaluate round trip, 1 thread", f"{per_call_us(raw, seconds):8.1f} us/call"))
     with FlagClient(sock, timeout=2.0) as c:
         rows.append(("uncached is_enabled(flag, user_id), 1 thread", f"{per_call_us(checked(c), seconds):8.1f} us/call"))
         rows.append(("uncached evaluate(flag) no context, 1 thread",

@@ -9,6 +9,7 @@ whenever the other side turns out to be a string too.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable, Sequence
 
 from .jsvalues import (
@@ -171,10 +172,31 @@ compile_strict_equals = _equality("===", strict_equals, False)
 compile_strict_not_equals = _equality("!==", strict_equals, True)
 
 
+def _ordering_against_constant(
+    fast: Callable[[Any, Any], bool], compare: Callable[[Any, Any], bool], subject: Evaluator, constant: Any
+) -> Evaluator:
+    """``x < 10`` or ``x < "m"``: a value of the constant's kind is compared natively."""
+    if type(constant) is str:
+        return lambda data: fast(value, constant) if type(value := subject(data)) is str else compare(value, constant)
+
+    def ordered(data: Any) -> bool:
+        value = subject(data)
+        kind = type(value)
+        if kind is int or kind is float:
+            return fast(value, constant)
+        return compare(value, constant)
+
+    return ordered
+
+
 def _ordering(
-    name: str, compare: Callable[[Any, Any], bool], between: bool
+    name: str, compare: Callable[[Any, Any], bool], fast: Callable[[Any, Any], bool], between: bool
 ) -> Callable[[Compiler, Sequence[Arg], str], Node]:
-    """Build ``<``, ``<=`` (which also take 3 operands, "between") or ``>``, ``>=``."""
+    """Build ``<``, ``<=`` (which also take 3 operands, "between") or ``>``, ``>=``.
+
+    ``fast`` is Python's operator, which agrees with JavaScript's for two numbers (NaN
+    included) or two strings; ``compare`` is the full JavaScript comparison.
+    """
     high = 3 if between else 2
 
     def compile_ordering(c: Compiler, args: Sequence[Arg], path: str) -> Node:
@@ -183,12 +205,16 @@ def _ordering(
         nodes += [Const(NAN)] * (2 - len(nodes))  # a missing operand is undefined: never ordered
         if len(nodes) == 3:
             return eager(lambda low, middle, top: compare(low, middle) and compare(middle, top), nodes)
+        left, right = nodes
+        if not isinstance(left, Const) and isinstance(right, Const) and type(right.value) in _NATIVE:
+            return _ordering_against_constant(fast, compare, left, right.value)
         return eager(compare, nodes)
 
     return compile_ordering
 
 
-compile_less = _ordering("<", less_than, True)
-compile_less_equal = _ordering("<=", less_equal, True)
-compile_greater = _ordering(">", greater_than, False)
-compile_greater_equal = _ordering(">=", greater_equal, False)
+_NATIVE = (int, float, str)
+compile_less = _ordering("<", less_than, operator.lt, True)
+compile_less_equal = _ordering("<=", less_equal, operator.le, True)
+compile_greater = _ordering(">", greater_than, operator.gt, False)
+compile_greater_equal = _ordering(">=", greater_equal, operator.ge, False)

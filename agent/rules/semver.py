@@ -10,6 +10,7 @@ flagd turns into the default variant.
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 from typing import Any, Callable, Sequence
@@ -34,11 +35,13 @@ def parse_version(value: Any) -> VersionKey | None:
     """The precedence key of a version string or number, or None when it is not one."""
     kind = type(value)
     if kind is str:
-        text = value
-    elif kind is int or kind is float:
-        text = to_string(value)
-    else:
-        return None
+        return _parse_cached(value) if len(value) <= _CACHED_LENGTH else _parse_text(value)
+    if kind is int or kind is float:
+        return _parse_cached(to_string(value))
+    return None
+
+
+def _parse_text(text: str) -> VersionKey | None:
     if text[:1] in ("v", "V"):
         text = text[1:]
     numeric = text.split("-", 1)[0].split("+", 1)[0]
@@ -54,6 +57,12 @@ def parse_version(value: Any) -> VersionKey | None:
     else:
         pre_key = (0, *((0, int(i)) if i.isdigit() else (1, i) for i in prerelease.split(".")))
     return int(major), int(minor), int(patch), pre_key
+
+
+# A fleet reports few distinct versions, so parses are cached; only short strings, so
+# that contexts full of long junk cannot grow the cache beyond a few hundred kilobytes.
+_CACHED_LENGTH = 64
+_parse_cached = functools.lru_cache(maxsize=4096)(_parse_text)
 
 
 def _same_major(left: VersionKey, right: VersionKey) -> bool:

@@ -13,17 +13,28 @@ import pytest
 
 from protocol.client import FlagClient
 
-from .conftest import Agent, boolean_flag, edited, wait_for
+from .conftest import Agent, best_per_call, boolean_flag, edited, wait_for
 
 # The issue's goal is 100 ms from the file change to the client; allow a loaded CI machine more.
 PUSH_LATENCY_BOUND_S = 0.5
 
 
-@pytest.fixture
-def cached(agent: Agent) -> Iterator[FlagClient]:
-    with FlagClient(agent.socket_path, timeout=2.0, cache=True, max_backoff=0.2) as c:
+def _subscribed_client(a: Agent) -> Iterator[FlagClient]:
+    with FlagClient(a.socket_path, timeout=2.0, cache=True, max_backoff=0.2) as c:
         wait_for(lambda: c.subscribed, what="the subscription")
         yield c
+
+
+@pytest.fixture
+def cached(served: Agent) -> Iterator[FlagClient]:
+    """A cached client of the shared agent (whose flags never change)."""
+    yield from _subscribed_client(served)
+
+
+@pytest.fixture
+def cached_own(agent: Agent) -> Iterator[FlagClient]:
+    """A cached_own client of this test's own agent."""
+    yield from _subscribed_client(agent)
 
 
 def test_second_call_is_a_cache_hit(cached: FlagClient) -> None:
@@ -44,32 +55,28 @@ def test_cached_default_is_the_callers_default(cached: FlagClient) -> None:
 
 def test_cached_check_costs_under_20_microseconds(cached: FlagClient) -> None:
     assert cached.is_enabled("vip", user_id="user_123") is True
-    n = 20_000
-    started = time.perf_counter()
-    for _ in range(n):
-        cached.is_enabled("vip", user_id="user_123")
-    per_call = (time.perf_counter() - started) / n
+    per_call = best_per_call(lambda: cached.is_enabled("vip", user_id="user_123"))
     assert per_call < 20e-6, f"{per_call * 1e6:.2f} us per cached is_enabled"
 
 
-def test_cache_flips_within_the_push_latency_after_a_file_edit(agent: Agent, cached: FlagClient) -> None:
-    assert cached.is_enabled("dark_mode") is True
-    assert cached.is_enabled("dark_mode") is True  # now cached
+def test_cache_flips_within_the_push_latency_after_a_file_edit(agent: Agent, cached_own: FlagClient) -> None:
+    assert cached_own.is_enabled("dark_mode") is True
+    assert cached_own.is_enabled("dark_mode") is True  # now cached
     with FlagClient(agent.socket_path, timeout=2.0) as uncached:
         agent.write_flags(edited(dark_mode=boolean_flag(False)))
         wait_for(lambda: uncached.is_enabled("dark_mode", default=True) is False, what="the agent to serve the edit")
         served_at = time.monotonic()
-        wait_for(lambda: cached.is_enabled("dark_mode", default=True) is False, what="the cached client to flip")
+        wait_for(lambda: cached_own.is_enabled("dark_mode", default=True) is False, what="the cached client to flip")
         assert time.monotonic() - served_at < PUSH_LATENCY_BOUND_S
 
 
-def test_removed_flag_stops_being_served_from_the_cache(agent: Agent, cached: FlagClient) -> None:
-    assert cached.evaluate("banner", default="gone").value == "Hello"
+def test_removed_flag_stops_being_served_from_the_cache(agent: Agent, cached_own: FlagClient) -> None:
+    assert cached_own.evaluate("banner", default="gone").value == "Hello"
     doc = edited()
     del doc["flags"]["banner"]
     agent.write_flags(doc)
     d = wait_for(
-        lambda: (r := cached.evaluate("banner", default="gone")).error_code == "FLAG_NOT_FOUND" and r,
+        lambda: (r := cached_own.evaluate("banner", default="gone")).error_code == "FLAG_NOT_FOUND" and r,
         what="the removal to reach the cache",
     )
     assert d.value == "gone"
@@ -93,15 +100,15 @@ def test_cache_is_dropped_when_the_subscription_is_lost(agent: Agent) -> None:
         assert (d.value, d.reason) == ("fallback", "ERROR")
 
 
-def test_cache_resumes_after_the_agent_restarts(agent: Agent, cached: FlagClient) -> None:
-    assert cached.is_enabled("dark_mode") is True
+def test_cache_resumes_after_the_agent_restarts(agent: Agent, cached_own: FlagClient) -> None:
+    assert cached_own.is_enabled("dark_mode") is True
     agent.stop()
-    wait_for(lambda: not cached.subscribed, what="the loss to be noticed")
+    wait_for(lambda: not cached_own.subscribed, what="the loss to be noticed")
     agent.write_flags(edited(dark_mode=boolean_flag(False)))
     agent.start()
-    wait_for(lambda: cached.subscribed, what="the client to resubscribe")
-    assert cached.is_enabled("dark_mode", default=True) is False
-    assert cached.evaluate("dark_mode") is cached.evaluate("dark_mode")
+    wait_for(lambda: cached_own.subscribed, what="the client to resubscribe")
+    assert cached_own.is_enabled("dark_mode", default=True) is False
+    assert cached_own.evaluate("dark_mode") is cached_own.evaluate("dark_mode")
 
 
 def test_value_fetched_before_an_event_is_not_cached(cached: FlagClient, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,12 +127,12 @@ def test_value_fetched_before_an_event_is_not_cached(cached: FlagClient, monkeyp
     assert cached.evaluate("banner") is second  # but an undisturbed one is
 
 
-def test_reload_failure_keeps_serving_and_the_client_survives_it(agent: Agent, cached: FlagClient) -> None:
-    assert cached.is_enabled("dark_mode") is True
+def test_reload_failure_keeps_serving_and_the_client_survives_it(agent: Agent, cached_own: FlagClient) -> None:
+    assert cached_own.is_enabled("dark_mode") is True
     agent.flags_path.write_text("{ not json")
-    assert cached.is_enabled("dark_mode") is True
+    assert cached_own.is_enabled("dark_mode") is True
     agent.write_flags(edited(dark_mode=boolean_flag(False)))
-    wait_for(lambda: cached.is_enabled("dark_mode", default=True) is False, what="the recovery to reach the cache")
+    wait_for(lambda: cached_own.is_enabled("dark_mode", default=True) is False, what="the recovery to reach the cache")
 
 
 def test_context_keys_tell_json_types_apart() -> None:

@@ -17,12 +17,12 @@ import pytest
 from protocol import client as client_module
 from protocol.client import EvaluationDetails, FlagClient, FlagsockError
 
-from .conftest import Agent, wait_for
+from .conftest import Agent, best_per_call, wait_for
 
 
 @pytest.fixture
-def client(agent: Agent):
-    with FlagClient(agent.socket_path, timeout=2.0) as c:
+def client(served: Agent):
+    with FlagClient(served.socket_path, timeout=2.0) as c:
         yield c
 
 
@@ -103,10 +103,10 @@ def test_ping_raises_when_the_agent_is_down(socket_path: str) -> None:
     assert info.value.code == "PROVIDER_NOT_READY"
 
 
-def test_socket_path_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, agent: Agent) -> None:
-    monkeypatch.setenv("FLAGSOCK_SOCKET", agent.socket_path)
+def test_socket_path_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, served: Agent) -> None:
+    monkeypatch.setenv("FLAGSOCK_SOCKET", served.socket_path)
     with FlagClient() as c:
-        assert c.path == agent.socket_path
+        assert c.path == served.socket_path
         assert c.is_enabled("dark_mode") is True
     monkeypatch.delenv("FLAGSOCK_SOCKET")
     assert FlagClient().path == "/run/flagsock/flagsock.sock"
@@ -122,11 +122,8 @@ def test_down_agent_returns_defaults_promptly(socket_path: str) -> None:
         assert first < timeout
 
         # Within the backoff window a call does not even try to connect.
-        n = 1000
-        started = time.perf_counter()
-        for _ in range(n):
-            assert c.is_enabled("dark_mode", default=True) is True
-        per_call = (time.perf_counter() - started) / n
+        assert c.is_enabled("dark_mode", default=True) is True
+        per_call = best_per_call(lambda: c.is_enabled("dark_mode", default=True), n=200)
         assert per_call < 50e-6, f"{per_call * 1e6:.1f} us per call to a down agent"
 
 
@@ -164,14 +161,14 @@ def test_many_threads_share_one_client(client: FlagClient) -> None:
     assert all(answers)
 
 
-def test_one_connection_serves_many_threads_in_turn(agent: Agent) -> None:
-    with FlagClient(agent.socket_path, timeout=5.0, pool_size=1) as c:
+def test_one_connection_serves_many_threads_in_turn(served: Agent) -> None:
+    with FlagClient(served.socket_path, timeout=5.0, pool_size=1) as c:
         with ThreadPoolExecutor(max_workers=8) as pool:
             values = list(pool.map(lambda i: c.evaluate("max_items", type="integer").value, range(400)))
     assert values == [30] * 400
 
 
-def test_client_module_needs_only_the_standard_library(agent: Agent, tmp_path: Path) -> None:
+def test_client_module_needs_only_the_standard_library(served: Agent, tmp_path: Path) -> None:
     vendored = tmp_path / "vendored"
     vendored.mkdir()
     shutil.copy(client_module.__file__, vendored / "flagsock_client.py")
@@ -180,7 +177,7 @@ def test_client_module_needs_only_the_standard_library(agent: Agent, tmp_path: P
         import json, sys
         sys.path.insert(0, {str(vendored)!r})
         from flagsock_client import FlagClient
-        with FlagClient({agent.socket_path!r}, timeout=2.0, cache=True) as c:
+        with FlagClient({served.socket_path!r}, timeout=2.0, cache=True) as c:
             out = {{
                 "dark_mode": c.is_enabled("dark_mode"),
                 "vip": c.is_enabled("vip", user_id="user_123"),
@@ -202,9 +199,9 @@ def test_client_module_needs_only_the_standard_library(agent: Agent, tmp_path: P
     assert foreign == "[]"
 
 
-def test_close_leaves_no_thread_behind(agent: Agent) -> None:
+def test_close_leaves_no_thread_behind(served: Agent) -> None:
     before = set(threading.enumerate())
-    c = FlagClient(agent.socket_path, cache=True)
+    c = FlagClient(served.socket_path, cache=True)
     assert c.is_enabled("dark_mode") is True
     c.close()
     c.close()  # idempotent

@@ -52,8 +52,8 @@ def use(provider: FlagsockProvider):
     return api.get_client(domain="flagsock-tests")
 
 
-def test_all_five_types_resolve_through_the_sdk(agent: Agent, sdk: None) -> None:
-    client = use(FlagsockProvider(agent.socket_path, timeout=2.0))
+def test_all_five_types_resolve_through_the_sdk(served: Agent, sdk: None) -> None:
+    client = use(FlagsockProvider(served.socket_path, timeout=2.0))
     Events(client).next(ProviderEvent.PROVIDER_READY)
     assert client.get_provider_status() == ProviderStatus.READY
 
@@ -70,8 +70,8 @@ def test_all_five_types_resolve_through_the_sdk(agent: Agent, sdk: None) -> None
     assert client.get_boolean_value("vip", True, EvaluationContext("nobody", {"plan": "free"})) is False
 
 
-def test_errors_map_to_openfeature_codes(agent: Agent, sdk: None) -> None:
-    client = use(FlagsockProvider(agent.socket_path, timeout=2.0))
+def test_errors_map_to_openfeature_codes(served: Agent, sdk: None) -> None:
+    client = use(FlagsockProvider(served.socket_path, timeout=2.0))
     Events(client).next(ProviderEvent.PROVIDER_READY)
     missing = client.get_string_details("no_such_flag", "fallback")
     assert (missing.value, missing.reason, missing.error_code) == ("fallback", Reason.ERROR, ErrorCode.FLAG_NOT_FOUND)
@@ -121,9 +121,9 @@ def test_initialize_without_an_agent_errors_then_recovers(agent: Agent, sdk: Non
     assert client.get_boolean_value("dark_mode", False) is True
 
 
-def test_shutdown_leaves_no_thread_behind(agent: Agent) -> None:
+def test_shutdown_leaves_no_thread_behind(served: Agent) -> None:
     before = set(threading.enumerate())
-    provider = FlagsockProvider(agent.socket_path)
+    provider = FlagsockProvider(served.socket_path)
     provider.initialize(EvaluationContext())
     assert provider.resolve_boolean_details("dark_mode", False).value is True
     provider.shutdown()

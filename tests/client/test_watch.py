@@ -81,9 +81,9 @@ def test_watch_without_reconnect_ends_after_the_first_loss(socket_path: str) -> 
     client.close()
 
 
-def test_close_ends_a_watch_blocked_in_another_thread(agent: Agent) -> None:
+def test_close_ends_a_watch_blocked_in_another_thread(served: Agent) -> None:
     before = set(threading.enumerate())
-    client = FlagClient(agent.socket_path, timeout=2.0)
+    client = FlagClient(served.socket_path, timeout=2.0)
     w = Watcher(client)
     assert w.next()["event"] == "connected"
     client.close()

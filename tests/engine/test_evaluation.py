@@ -8,7 +8,7 @@ from types import MappingProxyType
 import pytest
 
 from agent.evaluation import NO_DEFAULT, evaluate, targeting_resolver
-from agent.flagfile import parse_flag_document
+from agent.flagfile import parse_flag_document, reads_clock
 from agent.model import CompiledFlag, FrozenDict
 
 
@@ -173,3 +173,31 @@ def test_a_context_that_is_not_a_mapping_is_invalid_context():
 def test_static_answers_are_prebuilt_and_shared():
     flags = flags_of(STATIC_DOC)
     assert evaluate(flags, "b", {"a": 1}) is evaluate(flags, "b", None)
+
+
+@pytest.mark.parametrize(("rule", "reads"), [
+    ({"==": [{"var": "email"}, "x"]}, False),
+    ({"in": [{"var": ["tier", "none"]}, ["a", "$flagd"]]}, True),
+    ({">": [{"var": "$flagd.timestamp"}, 5]}, True),
+    ({">": [{"var": ["$flagd.timestamp"]}, 5]}, True),
+    ({"==": [{"var": "$flagd.flagKey"}, "f"]}, False),
+    ({"var": ""}, True),
+    ({"var": {"cat": ["$flagd", ".timestamp"]}}, True),
+    ({"missing": ["$flagd.timestamp"]}, True),
+])
+def test_reads_clock_is_conservative(rule, reads):
+    assert reads_clock(rule) is reads
+
+
+def test_rules_that_read_the_timestamp_get_it_and_others_do_not():
+    doc = {"flags": {
+        "clock": {"state": "ENABLED", "variants": {"past": 1, "future": 2}, "defaultVariant": "past",
+                  "targeting": {"if": [{">": [{"var": "time"}, {"var": "$flagd.timestamp"}]}, "future", "past"]}},
+        "plain": {"state": "ENABLED", "variants": {"yes": 1, "no": 2}, "defaultVariant": "no",
+                  "targeting": {"if": [{"missing": ["$flagd"]}, "no", "yes"]}},
+    }}
+    flags = flags_of(doc)
+    assert evaluate(flags, "clock", {"time": 4133980802}).variant == "future"
+    assert evaluate(flags, "clock", {"time": 1}).variant == "past"
+    assert evaluate(flags, "clock", {"time": 100}, now=50).variant == "future"
+    assert evaluate(flags, "plain", {}).variant == "yes"

@@ -3,7 +3,7 @@
 The reference runs ``json_logic.jsonLogic(rule, data, OPERATORS)`` with flagd's custom
 operators. Generated rules stay inside the region where both follow JavaScript: the
 reference deviates from json-logic-js in a few corners this package follows instead
-(``"" == 0``, ``+`` of booleans, ``"" in ""``, ``var`` of a null value, NaN in ``max``),
+(``"" == 0``, hence no ``substr`` here; ``+`` is parseFloat, so only numbers are added, ``"" in ""``, ``var`` of a null value, NaN in ``max``),
 and those are pinned down by the unit tests rather than compared here.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import cbor2
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from agent.rules import compile_rule
@@ -28,19 +28,25 @@ CONTEXT = {"a": 3, "b": -2, "s": "ab", "n": "10", "targetingKey": "user-7", "$fl
 
 scalars = st.one_of(st.integers(-3, 12), st.sampled_from(["a", "b", "1", "2", "10", "ab", "-1", "ba"]))
 variables = st.sampled_from([{"var": name} for name in ("a", "b", "s", "n", "targetingKey", "$flagd.flagKey")])
+numeric_leaves = st.one_of(
+    st.integers(-3, 12), st.sampled_from(["1", "2", "10", "-1"]), st.sampled_from([{"var": "a"}, {"var": "b"}, {"var": "n"}])
+)
 
 
-def _value_operations(child: st.SearchStrategy) -> st.SearchStrategy:
+def _arithmetic(child: st.SearchStrategy) -> st.SearchStrategy:
     return st.one_of(
         st.lists(child, min_size=1, max_size=3).map(lambda args: {"+": args}),
         st.lists(child, min_size=1, max_size=2).map(lambda args: {"-": args}),
         st.lists(child, min_size=2, max_size=3).map(lambda args: {"*": args}),
-        st.lists(child, min_size=1, max_size=3).map(lambda args: {"cat": args}),
-        st.tuples(child, st.integers(-4, 4), st.integers(-4, 4)).map(lambda args: {"substr": list(args)}),
     )
 
 
-values = st.recursive(st.one_of(scalars, variables), _value_operations, max_leaves=6)
+numbers = st.recursive(numeric_leaves, _arithmetic, max_leaves=5)
+values = st.recursive(
+    st.one_of(scalars, variables, numbers),
+    lambda child: st.lists(child, min_size=1, max_size=3).map(lambda args: {"cat": args}),
+    max_leaves=5,
+)
 comparisons = st.tuples(st.sampled_from(["==", "!=", "===", "!==", "<", "<=", ">", ">="]), values, values).map(
     lambda parts: {parts[0]: [parts[1], parts[2]]}
 )
@@ -72,7 +78,7 @@ def _reference(rule: Any, data: dict) -> Any:
     return json_logic.jsonLogic(rule, data, reference.OPERATORS)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(rules)
 def test_compiled_rules_agree_with_the_reference_evaluator(rule: dict) -> None:
     expected = _reference(rule, dict(CONTEXT))
@@ -88,7 +94,7 @@ versions = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(versions, st.sampled_from(["=", "!=", "<", "<=", ">", ">=", "^", "~"]), versions)
 def test_sem_ver_agrees_with_the_reference(left: str, op: str, right: str) -> None:
     fn = compile_rule({"sem_ver": [{"var": "l"}, op, {"var": "r"}]}, flag_key="f")
@@ -108,15 +114,16 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(json_values)
 def test_cbor_encoding_is_byte_for_byte_what_the_reference_hashes(value: Any) -> None:
     assert encode(value) == cbor2.dumps(custom_ops.normalize_numbers(value), canonical=True)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(json_values, st.lists(st.integers(0, 50), min_size=1, max_size=5))
 def test_fractional_v3_picks_the_reference_bucket(value: Any, weights: list[int]) -> None:
+    assume(type(value) is not list)  # the reference mistakes an array value for the shorthand form
     buckets = [[f"v{index}", weight] for index, weight in enumerate(weights)]
     fn = compile_rule({"fractional": [{"var": "x"}, *buckets]}, flag_key="f", fractional="v3")
     assert fn({"x": value}) == custom_ops.fractional({"x": value}, value, *buckets)

@@ -48,26 +48,29 @@ class _Silent:
         return None
 
 
-async def _blind_watch(*paths: Any, stop_event: Any, **kwargs: Any):
-    """A directory watcher that never reports anything: outside edits stay unseen."""
-    while not stop_event.is_set():
-        await trio.sleep(0.05)
-    return
-    yield  # pragma: no cover
+class _NoWatcher:
+    """Stands in for the source watcher: the agent never notices file changes by itself."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep_forever()
 
 
 @pytest.fixture
-def start_blind_agent(nursery, sock_dir):
-    """Like ``start_agent``, but the agent never notices file changes by itself."""
+def start_blind_agent(nursery, sock_dir, monkeypatch):
+    """Like ``start_agent``, but without a watcher: outside edits stay unseen until a write."""
     from agent.config import ServeConfig
     from agent.run import run_agent
+
+    monkeypatch.setattr("agent.run.SourceWatcher", _NoWatcher)
 
     async def start(flag_files, **settings):
         settings.setdefault("socket", str(sock_dir / "agent.sock"))
         config = ServeConfig(flags=tuple(str(Path(p).resolve()) for p in flag_files), **settings)
         return await nursery.start(functools.partial(
             run_agent, config, handle_signals=False, notifier=_Silent(), inherited=[],
-            watch=_blind_watch, poll_seconds=3600,
         ))
 
     return start
