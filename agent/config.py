@@ -143,6 +143,10 @@ def build_config(file_settings: Mapping[str, Any], cli_settings: Mapping[str, An
     merged = dict(file_settings)
     merged.update({k: v for k, v in cli_settings.items() if v is not None})
     try:
-        return ServeConfig(**merged)
+        config = ServeConfig(**merged)
     except TypeError as exc:  # only reachable through a programming error in the CLI
         raise ConfigError(str(exc)) from None
+    if config.write_to and os.path.abspath(config.write_to) not in {os.path.abspath(p) for p in config.flags}:
+        raise ConfigError(f"write-to {config.write_to} is not one of the flag files "
+                          f"({', '.join(config.flags) or 'none given'}); it must name one of them")
+    return config

@@ -18,6 +18,8 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from protocol.messages import json_type
+
 from .model import EMPTY, FrozenDict, Problem
 
 State = NewType("State", str)
@@ -77,25 +79,6 @@ class FileSpec:
 SIMPLE_KEYS = tuple(a.name for a in attrs.fields(SimpleFlagSpec))
 
 
-def json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type, with its article, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def _got(value: Any) -> str:
     """A short rendering of a bad value: the value itself when small, else its type."""
     if value is None or isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 40):
@@ -105,28 +88,13 @@ def _got(value: Any) -> str:
 
 # --- strict primitives ------------------------------------------------------------------------
 
-def _str(value: Any, _: Any) -> str:
-    if type(value) is not str:
-        raise Broken(f"must be a string, got {_got(value)}")
-    return value
-
-
-def _bool(value: Any, _: Any) -> bool:
-    if type(value) is not bool:
-        raise Broken(f"must be true or false, got {_got(value)}")
-    return value
-
-
-def _int(value: Any, _: Any) -> int:
-    if type(value) is not int:
-        raise Broken(f"must be an integer, got {_got(value)}")
-    return value
-
-
-def _float(value: Any, _: Any) -> float:
-    if type(value) not in (int, float):
-        raise Broken(f"must be a number, got {_got(value)}")
-    return value
+def _strict(accepted: tuple[type, ...], expected: str) -> Any:
+    """A hook taking exactly these JSON types: no "yes" for true, no true for 1."""
+    def hook(value: Any, _: Any) -> Any:
+        if type(value) not in accepted:
+            raise Broken(f"must be {expected}, got {_got(value)}")
+        return value
+    return hook
 
 
 # --- value rules ------------------------------------------------------------------------------
@@ -247,7 +215,8 @@ def _users(value: Any, _: Any) -> tuple[str, ...]:
 def make_converter() -> cattrs.Converter:
     """The one converter of flag files: strict types, no unknown keys but where flagd allows."""
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    for typ, hook in ((str, _str), (bool, _bool), (int, _int), (float, _float), (State, _state),
+    for typ, hook in ((str, _strict((str,), "a string")), (bool, _strict((bool,), "true or false")),
+                      (int, _strict((int,), "an integer")), (float, _strict((int, float), "a number")), (State, _state),
                       (Variants, _variants), (Metadata, _metadata), (SetMetadata, _set_metadata),
                       (Rule, _rule), (Evaluators, _evaluators), (Percentage, _percentage),
                       (UserList, _users)):
@@ -313,11 +282,16 @@ def _walk(exc: BaseException, path: str, cls: type | None) -> Iterator[tuple[str
         for sub in exc.exceptions:
             yield from _walk(sub, path, cls)
     elif isinstance(exc, Broken):
-        for step in exc.where:
-            path = child_path(path, step)
-        yield path, exc.message
+        yield problem_at("", None, path, exc.where, exc.message).path, exc.message
     else:
         yield path, _describe(exc)
+
+
+def problem_at(source: str, flag: str | None, path: str, where: tuple[str | int, ...], message: str) -> Problem:
+    """A problem at ``path`` followed down ``where``."""
+    for step in where:
+        path = child_path(path, step)
+    return Problem(source, path, message, flag)
 
 
 def structure(raw: Any, cls: type, *, source: str, path: str, flag: str | None) -> tuple[Any, list[Problem]]:
@@ -330,5 +304,5 @@ def structure(raw: Any, cls: type, *, source: str, path: str, flag: str | None) 
 
 __all__ = [
     "Broken", "CONVERTER", "FileSpec", "FlagdFlagSpec", "SimpleFlagSpec",
-    "child_path", "json_type", "structure", "variant_kind",
+    "child_path", "json_type", "problem_at", "structure", "variant_kind",
 ]

@@ -6,8 +6,10 @@ original text, and gets back the edited document and its bytes. What is kept:
 * the format: a flagd document stays flagd (``flags`` map or array: edited in place), a simple
   document stays simple when the change fits it;
 * key order: existing flags and their existing keys stay where they are, new ones are appended;
-* the layout: the indentation found in the original text (2 spaces when none is found), a
-  one-line file stays one line, a trailing newline stays (or stays absent).
+* the text: only the changed flag's text is rewritten (:mod:`agent.splice`), in the indentation
+  found in the original (2 spaces when none is found); everything else stays as written. When
+  that cannot be done the whole document is encoded in that indentation (a one-line file stays
+  one line), and a trailing newline stays (or stays absent) either way.
 
 Choices, for the places where the format and the change do not fit each other:
 
@@ -32,19 +34,20 @@ import copy
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from protocol.errors import FlagNotFound, InvalidFlag
 
-from .flagfile_simple import VARIANTS as SIMPLE_VARIANTS
+from .splice import splice
 
 SIMPLE_FIELDS = ("enabled", "rollout_percentage", "allowed_users")
-_SIMPLE_KEYS = frozenset({"enabled", "rollout_percentage", "rollout", "allowed_users"})
-_FLAGD_KEYS = frozenset({"state", "variants", "defaultVariant", "targeting"})
-_ON_OFF = dict(SIMPLE_VARIANTS)
+SIMPLE_KEYS = frozenset({"enabled", "rollout_percentage", "rollout", "allowed_users"})
+FLAGD_KEYS = frozenset({"state", "variants", "defaultVariant", "targeting"})
+#: The variants a simple flag has (the wire contract: a boolean flag with ``on`` and ``off``).
+_ON_OFF = {"on": True, "off": False}
 _USER = {"var": "targetingKey"}
 
 
@@ -83,9 +86,19 @@ def encode(doc: Any, layout: Layout) -> bytes:
     return text.encode("utf-8")
 
 
+def render(text: str | None, old: dict, new: dict, layout: Layout) -> bytes:
+    """The bytes of ``new``: ``text`` with only the changed flags rewritten where that can be
+    done (see :mod:`agent.splice`), else the whole document encoded in ``layout``."""
+    if text is not None:
+        spliced = splice(text, old, new, indent=layout.indent, ensure_ascii=layout.ensure_ascii)
+        if spliced is not None:
+            return spliced.encode("utf-8")
+    return encode(new, layout)
+
+
 def entry_kind(raw: Any) -> str:
     """``simple`` or ``flagd``, as the parser reads a flag of a ``flags`` map."""
-    if type(raw) is dict and raw.keys() & _SIMPLE_KEYS and not raw.keys() & _FLAGD_KEYS:
+    if type(raw) is dict and raw.keys() & SIMPLE_KEYS and not raw.keys() & FLAGD_KEYS:
         return "simple"
     return "flagd"
 
@@ -174,9 +187,19 @@ class SetChange:
     simple: Mapping[str, Any] = attrs.field(factory=dict)
 
 
+def _copy_for_edit(doc: dict) -> dict:
+    """A copy of ``doc`` whose flags container may be changed; the flags themselves are shared
+    (an edit replaces a flag, never changes one in place), which also lets the splice tell
+    untouched flags by identity."""
+    new = dict(doc)
+    if type(new.get("flags")) in (dict, list):
+        new["flags"] = copy.copy(new["flags"])
+    return new
+
+
 def apply_delete(doc: dict, flag: str, *, where: str) -> dict:
     """A copy of ``doc`` without ``flag``; FlagNotFound (naming ``where``) when it has none."""
-    new = copy.deepcopy(doc)
+    new = _copy_for_edit(doc)
     if not _Slots(new).remove(flag):
         raise FlagNotFound(f"flag {flag!r} is not in {where}; nothing was deleted")
     return new
@@ -184,7 +207,7 @@ def apply_delete(doc: dict, flag: str, *, where: str) -> dict:
 
 def apply_set(doc: dict, change: SetChange, *, fractional: str, where: str) -> dict:
     """A copy of ``doc`` with ``change`` applied, in the document's own format."""
-    new = copy.deepcopy(doc)
+    new = _copy_for_edit(doc)
     slots = _Slots(new)
     fmt = document_format(new)
     old = slots.get(change.flag)
@@ -315,5 +338,3 @@ def flagd_equivalent(flag: str, enabled: bool, rollout: float | None, users: lis
     out["targeting"] = rule
     return out
 
-
-Editor = Callable[[dict], dict]

@@ -45,7 +45,8 @@ __all__ = ["NO_DEFAULT", "Resolution", "evaluate", "static_table", "targeting_re
 #: Every valid ``expected_type``; None means "any".
 EXPECTED_TYPES: tuple[str | None, ...] = (None, *VALUE_TYPES)
 
-Table = dict  # expected_type -> Resolution
+Table = dict  # expected_type -> Resolution, or None where the value does not have that type
+_ABSENT: Any = object()
 
 
 def evaluate(
@@ -76,8 +77,8 @@ def evaluate(
     if flag is None:
         res = Resolution(key, NO_DEFAULT, None, ERROR, FLAG_NOT_FOUND, f"flag {key!r} is not defined")
     elif flag.static is not None:
-        res = flag.static.get(expected_type)
-        if res is None:
+        res = flag.static.get(expected_type, _ABSENT)
+        if res is _ABSENT:
             raise ValueError(_bad_type(expected_type))
     elif context is not None and type(context) is not dict and not isinstance(context, Mapping):
         res = Resolution(key, NO_DEFAULT, None, ERROR, INVALID_CONTEXT,
@@ -86,6 +87,9 @@ def evaluate(
         raise ValueError(_bad_type(expected_type))
     else:
         res = flag.resolver(context, expected_type, now)
+    if res is None:  # built on demand: mismatches are rare and their tables would be large
+        res = Resolution(key, NO_DEFAULT, None, ERROR, TYPE_MISMATCH,
+                         f"flag {key!r} was requested as {expected_type}, but it is a {flag.value_type} flag")
     if res.value is NO_DEFAULT and default is not NO_DEFAULT:
         return Resolution(res.key, default, res.variant, res.reason, res.error_code, res.error_message, res.metadata)
     return res
@@ -110,22 +114,18 @@ def _coerce(expected_type: str, value: Any) -> tuple[bool, Any]:
     return isinstance(value, (dict, list)), value
 
 
-_TYPE_NAMES = {bool: "a boolean", str: "a string", int: "an integer", float: "a float"}
-
-
 def variant_table(key: str, variant: str, value: Any, reason: str, metadata: Mapping[str, Any]) -> Table:
-    """The answers for ``variant`` under each expected type (TYPE_MISMATCH where it does not fit)."""
-    table: Table = {None: Resolution(key, value, variant, reason, None, None, metadata)}
+    """The answers for ``variant`` under each expected type (None where it does not fit)."""
+    exact = Resolution(key, value, variant, reason, None, None, metadata)
+    table: Table = {None: exact}
     for expected in VALUE_TYPES:
         ok, coerced = _coerce(expected, value)
-        if ok:
-            table[expected] = Resolution(key, coerced, variant, reason, None, None, metadata)
+        if not ok:
+            table[expected] = None
+        elif coerced is value:
+            table[expected] = exact
         else:
-            got = _TYPE_NAMES.get(type(value), "an object")
-            table[expected] = Resolution(
-                key, NO_DEFAULT, None, ERROR, TYPE_MISMATCH,
-                f"flag {key!r} was requested as {expected}, but its variant {variant!r} is {got}",
-            )
+            table[expected] = Resolution(key, coerced, variant, reason, None, None, metadata)
     return table
 
 
@@ -172,7 +172,7 @@ def targeting_resolver(key: str, rule: Callable[[dict], Any], variants: Mapping[
     clock = time.time
     timeless = {"flagKey": key}  # rules never write to the context, so one can be shared
 
-    def resolve(context: Mapping[str, Any] | None, expected_type: str | None, now: int | None) -> Resolution:
+    def resolve(context: Mapping[str, Any] | None, expected_type: str | None, now: int | None) -> Resolution | None:
         if reads_clock or now is not None:
             flagd = {"flagKey": key, "timestamp": int(clock()) if now is None else now}
         else:
@@ -191,10 +191,10 @@ def targeting_resolver(key: str, rule: Callable[[dict], Any], variants: Mapping[
             name = "false"
         else:
             name = chosen if type(chosen) is str else str(chosen)
-        res = matches[expected_type].get(name)
-        if res is None:
-            return Resolution(key, NO_DEFAULT, None, ERROR, GENERAL,
-                              f"targeting of flag {key!r} chose variant {name!r}, which is not one of its variants ({known})")
+        res = matches[expected_type].get(name, _ABSENT)
+        if res is _ABSENT:
+            return Resolution(key, NO_DEFAULT, None, ERROR, GENERAL, f"targeting of flag {key!r} chose variant "
+                                                                     f"{name!r}, which is not one of its variants ({known})")
         return res
 
     return resolve

@@ -16,26 +16,27 @@ take a flagd flag (what ``set`` with a ``definition`` writes) and vice versa; su
 document reports ``format == "flagd"``, an all-simple one ``"simple"``.
 
 Problems of one flag break that flag only: ``invalid_flags="reject"`` refuses the file listing
-every one, ``"isolate"`` loads the rest and the broken flags answer PARSE_ERROR. A file that is
+every one, ``"isolate"`` loads the rest and the broken flags answer PARSE_ERROR. Under
+``isolate`` a targeting rule that flagd's schema refuses but flagd's evaluators still serve (a
+``sem_ver`` with an unknown operator, a negative weight) is served as flagd serves it, and
+reported in ``problems`` all the same. A file that is
 empty, not JSON, not an object, not recognisably a flag file, or whose own ``metadata`` /
 ``$evaluators`` / ``flags`` member is malformed is always refused.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
 import orjson
 
-from .converter import Broken, FileSpec, FlagdFlagSpec, SimpleFlagSpec, child_path, json_type, structure, variant_kind
-from .evaluation import broken_table, static_table, targeting_resolver
-from .flagfile_simple import VARIANTS as SIMPLE_VARIANTS
-from .flagfile_simple import check_simple, compile_simple
-from .model import EMPTY, CompiledFlag, FrozenDict, ParsedSource, Problem, deep_freeze
-from .rules import RuleError, compile_rule, resolve_refs
+from .converter import FileSpec, child_path, json_type, structure
+from .evaluation import broken_table
+from .flagfile_flagd import FlagdCompiler
+from .flagfile_simple import compile_simple_flag
+from .model import EMPTY, CompiledFlag, ParsedSource, Problem, deep_freeze, fingerprint
 
 __all__ = ["FlagFileError", "ParsedSource", "Problem", "parse_flag_document"]
 
@@ -102,11 +103,6 @@ def _decode(data: bytes, source: str) -> dict:
     return doc
 
 
-def fingerprint(effective: Any) -> str:
-    """A digest equal for equal effective definitions (key order does not matter)."""
-    return hashlib.sha256(orjson.dumps(effective, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
 class _Reader:
     """What both document shapes share: per-flag compilation and isolation of broken flags."""
 
@@ -141,33 +137,11 @@ class _Reader:
             found.append(Problem(self.source, path, f"a flag must be an object, got {json_type(raw)}", key))
             return None
         if kind == "simple":
-            return self.compile_simple(key, raw, path, found)
+            return compile_simple_flag(key, raw, path, source=self.source, metadata=self.metadata, found=found)
         return self.compile_flagd(key, raw, path, found)
 
-    def broken(self, found: list[Problem], key: str, path: str, where: tuple[str, ...], exc: Broken) -> None:
-        for step in where:
-            path = child_path(path, step)
-        found.append(Problem(self.source, path, exc.message, key))
-
-    def compile_simple(self, key: str, raw: dict, path: str, found: list[Problem]) -> CompiledFlag | None:
-        spec, problems = structure(raw, SimpleFlagSpec, source=self.source, path=path, flag=key)
-        found.extend(problems)
-        if spec is None:
-            return None
-        for where, exc in check_simple(key, spec):
-            self.broken(found, key, path, where, exc)
-        if found:
-            return None
-        default_variant, static, resolver = compile_simple(key, spec, self.metadata)
-        return CompiledFlag(
-            key=key, value_type="boolean", variants=SIMPLE_VARIANTS, default_variant=default_variant,
-            metadata=self.metadata, enabled=spec.enabled, source=self.source, format="simple",
-            definition=deep_freeze(raw), fingerprint=fingerprint(["simple", raw, self.metadata]),
-            static=static, resolver=resolver,
-        )
-
     def compile_flagd(self, key: str, raw: dict, path: str, found: list[Problem]) -> CompiledFlag | None:
-        raise NotImplementedError
+        raise NotImplementedError  # only documents with a "flags" member hold flagd flags
 
     def isolate(self, key: str, raw: Any, kind: str, found: list[Problem]) -> CompiledFlag:
         message = "; ".join(f"{p.path}: {p.message}" for p in found)
@@ -200,22 +174,23 @@ class _DocumentReader(_Reader):
     def __init__(self, source: str, doc: dict, fractional: str, *, strict: bool) -> None:
         super().__init__(source)
         self.doc = doc
-        self.fractional = fractional
-        self.strict = strict
         spec, problems = structure(doc, FileSpec, source=source, path="$", flag=None)
         for p in problems:
             self.file_problem(p.path, p.message)
         self.metadata = spec.metadata if spec else EMPTY
-        self.evaluators = spec.evaluators if spec else EMPTY
+        evaluators = spec.evaluators if spec else EMPTY
         flags = doc["flags"]
         if type(flags) is list:
             self.format = "flagd"
         elif type(flags) is dict:
             simple = flags and all(self.kind(v) == "simple" for v in flags.values())
-            self.format = "simple" if simple and not self.evaluators else "flagd"
+            self.format = "simple" if simple and not evaluators else "flagd"
         else:
-            self.file_problem("$.flags", f"must be an object of flags by key, or an array of flags with a \"key\"; got {json_type(flags)}")
-        self.check_evaluators()
+            self.file_problem("$.flags", "must be an object of flags by key, or an array of flags with a "
+                                         f"\"key\"; got {json_type(flags)}")
+        self.flagd = FlagdCompiler(source, fractional=fractional, strict=strict, evaluators=evaluators,
+                                   metadata=self.metadata, report=self.problems.append)
+        self.flagd.check_evaluators()
 
     @staticmethod
     def kind(raw: Any) -> str:
@@ -223,24 +198,8 @@ class _DocumentReader(_Reader):
             return "simple"
         return "flagd"
 
-    def check_evaluators(self) -> None:
-        """Compile each evaluator alone, so one that no flag uses is still checked."""
-        for name, rule in self.evaluators.items():
-            path = child_path("$.$evaluators", name)
-            try:
-                resolved = resolve_refs(rule, self.evaluators, path)
-                self.compile_rule(resolved, "", path, None)
-            except RuleError as exc:
-                self.problems.append(Problem(self.source, exc.path, exc.message))
-
-    def compile_rule(self, rule: Any, key: str, path: str, flag: str | None) -> Any:
-        """compile_rule, strict when rejecting; when isolating, flagd's run-time answer for rules
-        its schema refuses but its evaluators serve, each such problem still reported."""
-        def tolerated(exc: RuleError) -> None:
-            self.problems.append(Problem(self.source, exc.path, f"{exc.message} (served as flagd does)", flag))
-
-        return compile_rule(rule, flag_key=key, fractional=self.fractional, path=path,
-                            strict=self.strict, on_problem=None if self.strict else tolerated)
+    def compile_flagd(self, key: str, raw: dict, path: str, found: list[Problem]) -> CompiledFlag | None:
+        return self.flagd.compile_flag(key, raw, path, found)
 
     def read(self) -> tuple[dict[str, CompiledFlag], list[Problem]]:
         flags, problems = super().read()
@@ -272,79 +231,8 @@ class _DocumentReader(_Reader):
                                              f"each flag of the array must be {what}"))
                 continue
             if key in seen:
-                self.problems.append(Problem(self.source, f"{path}.key", f"duplicate flag key {key!r} (also at {seen[key]})", key))
+                self.problems.append(Problem(self.source, f"{path}.key",
+                                             f"duplicate flag key {key!r} (also at {seen[key]})", key))
                 continue
             seen[key] = path
             yield key, raw, path, self.kind(raw)
-
-    def compile_flagd(self, key: str, raw: dict, path: str, found: list[Problem]) -> CompiledFlag | None:
-        spec, problems = structure(raw, FlagdFlagSpec, source=self.source, path=path, flag=key)
-        found.extend(problems)
-        if spec is None:
-            return None
-        variants = deep_freeze(spec.variants)
-        default = spec.default_variant
-        if default is not None and default not in variants:
-            self.broken(found, key, path, ("defaultVariant",), Broken(
-                f"must name one of the variants ({', '.join(variants)}) or be null, got {default!r}"))
-        rule, resolved = self.compile_targeting(key, spec.targeting, path, found)
-        if found:
-            return None
-        metadata = FrozenDict({**self.metadata, **spec.metadata})
-        effective = {k: v for k, v in raw.items() if k != "key"}
-        effective["metadata"] = metadata
-        if rule is not None:
-            effective["targeting"] = resolved
-            effective["$fractional"] = self.fractional
-        enabled = spec.state == "ENABLED"
-        if rule is None or not enabled:
-            static, resolver = static_table(key, variants, default, metadata, enabled=enabled), None
-        else:
-            static, resolver = None, targeting_resolver(key, rule, variants, default, metadata,
-                                                        reads_clock=reads_clock(resolved))
-        return CompiledFlag(
-            key=key, value_type=_value_type(variants), variants=variants, default_variant=default,
-            metadata=metadata, enabled=enabled, source=self.source, format="flagd",
-            definition=deep_freeze(raw), fingerprint=fingerprint(effective), static=static, resolver=resolver,
-        )
-
-    def compile_targeting(self, key: str, targeting: dict | None, path: str, found: list[Problem]) -> tuple[Any, Any]:
-        if not targeting:  # absent, null or {}: no targeting
-            return None, None
-        tpath = child_path(path, "targeting")
-        try:
-            resolved = resolve_refs(targeting, self.evaluators, tpath)
-            return self.compile_rule(resolved, key, tpath, key), resolved
-        except RuleError as exc:
-            found.append(Problem(self.source, exc.path, exc.message, key))
-        except Exception as exc:  # a bug in a rule compiler must break this flag, not the file
-            found.append(Problem(self.source, tpath, f"could not compile targeting ({type(exc).__name__}: {exc})", key))
-        return None, None
-
-
-def reads_clock(rule: Any) -> bool:
-    """Whether a rule may read ``$flagd.timestamp`` (when unsure: yes).
-
-    Reading the clock is a measurable part of evaluating a simple rule, and few rules use it.
-    A rule can see the timestamp only through a ``var`` (or ``missing``) path naming it, the
-    whole ``$flagd`` object, or the whole context (``{"var": ""}``), or through a computed path.
-    """
-    if type(rule) is list:
-        return any(reads_clock(item) for item in rule)
-    if type(rule) is str:
-        return rule == "$flagd" or rule.startswith("$flagd.timestamp")
-    if type(rule) is not dict:
-        return False
-    if "var" in rule:
-        path = rule["var"]
-        path = path[0] if type(path) is list and path else path
-        if path is None or path == "" or path == [] or type(path) not in (str, int, float):
-            return True
-    return any(reads_clock(v) for v in rule.values())
-
-
-def _value_type(variants: Mapping[str, Any]) -> str:
-    kinds = {variant_kind(v) for v in variants.values()}
-    if len(kinds) == 1:
-        return kinds.pop()
-    return "float"  # the only mix validation lets through: integers with floats

@@ -24,9 +24,19 @@ from typing import Any
 
 import mmh3
 
-from .converter import Broken, SimpleFlagSpec
+from .converter import SimpleFlagSpec, problem_at, structure
 from .evaluation import static_table, variant_table
-from .model import DEFAULT, TARGETING_MATCH, FrozenDict, Resolution, Resolver
+from .model import (
+    DEFAULT,
+    TARGETING_MATCH,
+    CompiledFlag,
+    FrozenDict,
+    Problem,
+    Resolution,
+    Resolver,
+    deep_freeze,
+    fingerprint,
+)
 
 VARIANTS: Mapping[str, bool] = FrozenDict(on=True, off=False)
 
@@ -36,18 +46,31 @@ def rollout_bucket(flag_key: str, targeting_key: str) -> int:
     return (mmh3.hash(flag_key + targeting_key, 0, signed=False) * 100) >> 32
 
 
-def check_simple(key: str, spec: SimpleFlagSpec) -> list[tuple[tuple[str, ...], Broken]]:
-    """The cross-field rules of a simple flag, as (where, problem) pairs."""
-    found = []
+def compile_simple_flag(key: str, raw: dict, path: str, *, source: str, metadata: Mapping[str, Any],
+                        found: list[Problem]) -> CompiledFlag | None:
+    """The compiled simple flag, or None with what breaks it added to ``found``."""
+    spec, problems = structure(raw, SimpleFlagSpec, source=source, path=path, flag=key)
+    found.extend(problems)
+    if spec is None:
+        return None
     if spec.name is not None and spec.name != key:
-        found.append((("name",), Broken(f"must equal the flag key {key!r} (or be left out), got {spec.name!r}")))
+        found.append(problem_at(source, key, path, ("name",),
+                                f"must equal the flag key {key!r} (or be left out), got {spec.name!r}"))
     if spec.rollout is not None and spec.rollout_percentage is not None:
-        found.append((("rollout",), Broken("give rollout_percentage or rollout, not both")))
-    return found
+        found.append(problem_at(source, key, path, ("rollout",), "give rollout_percentage or rollout, not both"))
+    if found:
+        return None
+    default_variant, static, resolver = _compile(key, spec, metadata)
+    return CompiledFlag(
+        key=key, value_type="boolean", variants=VARIANTS, default_variant=default_variant,
+        metadata=metadata, enabled=spec.enabled, source=source, format="simple",
+        definition=deep_freeze(raw), fingerprint=fingerprint(["simple", raw, metadata]),
+        static=static, resolver=resolver,
+    )
 
 
-def compile_simple(key: str, spec: SimpleFlagSpec, metadata: Mapping[str, Any]) -> tuple[str, dict | None, Resolver | None]:
-    """Return (default variant, static table or None, resolver or None) for a valid simple flag."""
+def _compile(key: str, spec: SimpleFlagSpec, metadata: Mapping[str, Any]) -> tuple[str, dict | None, Resolver | None]:
+    """(default variant, static table or None, resolver or None) of a valid simple flag."""
     pct = spec.rollout_percentage if spec.rollout_percentage is not None else spec.rollout
     users = frozenset(spec.allowed_users or ())
     if not spec.enabled:
@@ -65,7 +88,7 @@ def _rollout_resolver(key: str, pct: float, users: frozenset[str], metadata: Map
     unknown = variant_table(key, "off", False, DEFAULT, metadata)
     hash32 = mmh3.hash
 
-    def resolve(context: Mapping[str, Any] | None, expected_type: str | None, now: int | None) -> Resolution:
+    def resolve(context: Mapping[str, Any] | None, expected_type: str | None, now: int | None) -> Resolution | None:
         user = context.get("targetingKey") if context else None
         if type(user) is not str or not user:
             return unknown[expected_type]

@@ -7,11 +7,12 @@ metadata) are shared by every request, so they are frozen too; the frozen contai
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import Any
 
 import attrs
+import orjson
 
 # The five value types of flagd / OpenFeature.
 VALUE_TYPES = ("boolean", "string", "integer", "float", "object")
@@ -86,6 +87,11 @@ def deep_freeze(value: Any) -> Any:
     return value
 
 
+def fingerprint(effective: Any) -> str:
+    """A digest equal for equal effective definitions (JSON; key order does not matter)."""
+    return hashlib.sha256(orjson.dumps(effective, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 @attrs.frozen
 class Problem:
     """One thing wrong in a flag source: where it is and what rule it breaks.
@@ -121,8 +127,9 @@ class Resolution:
 
 
 #: ``resolver(context, expected_type, now) -> Resolution`` for a flag whose answer depends on
-#: the context. ``expected_type`` is already known to be valid.
-Resolver = Callable[[Any, "str | None", "int | None"], Resolution]
+#: the context; None means the value chosen does not have ``expected_type`` (evaluate() then
+#: builds the TYPE_MISMATCH answer). ``expected_type`` is already known to be valid.
+Resolver = Callable[[Any, "str | None", "int | None"], "Resolution | None"]
 
 
 @attrs.frozen
@@ -133,8 +140,8 @@ class CompiledFlag:
     definition (``$ref``s resolved, metadata merged, the bucketing version of its rules), so a
     reload can tell which flags really changed.
 
-    ``static`` holds the finished :class:`Resolution` for every expected type when the answer
-    does not depend on the context (no targeting, disabled, broken); otherwise ``resolver``
+    ``static`` holds the finished :class:`Resolution` for every expected type (None for a type
+    the value does not have) when the answer does not depend on the context (no targeting, disabled, broken); otherwise ``resolver``
     computes it.
     """
 
@@ -148,7 +155,7 @@ class CompiledFlag:
     format: str = attrs.field(eq=False)
     definition: Any = attrs.field(eq=False, repr=False)
     fingerprint: str = attrs.field(repr=False)
-    static: Mapping[str | None, Resolution] | None = attrs.field(eq=False, repr=False)
+    static: Mapping[str | None, Resolution | None] | None = attrs.field(eq=False, repr=False)
     resolver: Resolver | None = attrs.field(eq=False, repr=False, default=None)
     problems: tuple[Problem, ...] = attrs.field(eq=False, default=())
 
@@ -168,7 +175,3 @@ class ParsedSource:
     problems: tuple[Problem, ...]
     document: Any = attrs.field(repr=False, eq=False)
     metadata: Mapping[str, Any] = EMPTY
-
-
-def read_only(mapping: dict[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(mapping)

@@ -7,6 +7,7 @@ server is accepting.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from typing import Any
@@ -20,7 +21,7 @@ from .app import App
 from .config import ServeConfig
 from .listener import BoundSocket, ListenerError, bind_unix
 from .loader import LoadOptions
-from .reloader import Reloader, ReloadResult
+from .reloader import Reloader
 from .server import Server
 from .store import Store
 from .watcher import SourceWatcher
@@ -92,47 +93,49 @@ async def run_agent(
         inherited = systemd.inherited_sockets()
     store = Store(config.flags, subscriber_queue=config.subscriber_queue)
     reloader = Reloader(store, LoadOptions(fractional=config.fractional, invalid_flags=config.invalid_flags))
-    first = await reloader.reload("start")
-    if first.errors:
-        log.warning("started without some flags: %s", "; ".join(first.errors))
-    bound = open_listener(config, inherited)
-    app = App(config, store, reloader, version=__version__)
-    _attach_writer(app, config)
-    server = Server(app, bound.sock, max_connections=config.max_connections,
-                    max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)
     stop = trio.Event()
-
-    def on_reload(result: ReloadResult) -> None:
-        notifier.status(status_line(store))
-
-    reloader.on_reload.append(on_reload)
-    watcher_kwargs = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
-    watcher = SourceWatcher(config.flags, lambda: reloader.reload("file change"), watch=watch, **watcher_kwargs)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
-            if config.flags:
-                await nursery.start(watcher.run)
-            if handle_signals:
-                await nursery.start(_signals, reloader, notifier, store, stop)
-            await nursery.start(systemd.run_watchdog, notifier)
-            log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",
-                     status_line(store))
-            notifier.ready(status_line(store))
-            task_status.started(Running(app, server, bound, stop))
-            await stop.wait()
-            notifier.stopping()
-            log.info("stopping: no new connections; %d open get %.1f s to finish",
-                     server.connection_count, config.shutdown_timeout)
-            server.shutdown()
-            store.close_subscribers()
-            with trio.move_on_after(config.shutdown_timeout):
-                await server.wait_connections_closed()
-            nursery.cancel_scope.cancel()
-    finally:
-        bound.cleanup()
-        if bound.owned:
-            bound.sock.close()
+    # Handlers go in first: a SIGTERM that arrives while the flags load, or the moment the socket
+    # answers, must stop the agent gracefully, not kill it. Signals queue until read below.
+    signals_cm = (trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+                  if handle_signals else contextlib.nullcontext())
+    with signals_cm as signals:
+        first = await reloader.reload("start")
+        if first.errors:
+            log.warning("started without some flags: %s", "; ".join(first.errors))
+        bound = open_listener(config, inherited)
+        try:
+            app = App(config, store, reloader, version=__version__)
+            _attach_writer(app, config)
+            server = Server(app, bound.sock, max_connections=config.max_connections,
+                            max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)
+            reloader.on_reload.append(lambda result: notifier.status(status_line(store)))
+            watcher_kwargs = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
+            watcher = SourceWatcher(config.flags, lambda: reloader.reload("file change"), watch=watch,
+                                    **watcher_kwargs)
+            async with trio.open_nursery() as nursery:
+                if signals is not None:
+                    nursery.start_soon(_handle_signals, signals, reloader, notifier, store, stop)
+                await nursery.start(server.serve)
+                if config.flags:
+                    await nursery.start(watcher.run)
+                await nursery.start(systemd.run_watchdog, notifier)
+                log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",
+                         status_line(store))
+                notifier.ready(status_line(store))
+                task_status.started(Running(app, server, bound, stop))
+                await stop.wait()
+                notifier.stopping()
+                log.info("stopping: no new connections; %d open get %.1f s to finish",
+                         server.connection_count, config.shutdown_timeout)
+                server.shutdown()
+                store.close_subscribers()
+                with trio.move_on_after(config.shutdown_timeout):
+                    await server.wait_connections_closed()
+                nursery.cancel_scope.cancel()
+        finally:
+            bound.cleanup()
+            if bound.owned:
+                bound.sock.close()
     log.info("stopped")
 
 
@@ -144,18 +147,15 @@ def _attach_writer(app: App, config: ServeConfig) -> None:
     attach_writer(app, config)
 
 
-async def _signals(reloader: Reloader, notifier: Any, store: Store, stop: trio.Event, *,
-                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        task_status.started()
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                log.info("SIGHUP: reloading flag sources")
-                notifier.reloading()
-                result = await reloader.reload("SIGHUP")
-                notifier.ready(status_line(store))
-                if result.errors:
-                    log.warning("reload on SIGHUP kept revision %d: %s", result.revision, "; ".join(result.errors))
-            else:
-                log.info("%s: shutting down", signal.Signals(signum).name)
-                stop.set()
+async def _handle_signals(signals: Any, reloader: Reloader, notifier: Any, store: Store, stop: trio.Event) -> None:
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            log.info("SIGHUP: reloading flag sources")
+            notifier.reloading()
+            result = await reloader.reload("SIGHUP")
+            notifier.ready(status_line(store))
+            if result.errors:
+                log.warning("reload on SIGHUP kept revision %d: %s", result.revision, "; ".join(result.errors))
+        else:
+            log.info("%s: shutting down", signal.Signals(signum).name)
+            stop.set()

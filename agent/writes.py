@@ -22,99 +22,21 @@ from typing import Any
 import attrs
 import trio
 
-from protocol.errors import BadRequest, Conflict, InvalidFlag, ProtocolError, ReadOnly
+from protocol.errors import Conflict, InvalidFlag, ProtocolError, ReadOnly
 from protocol.messages import json_type
 
 from .config import ServeConfig
 from .converter import child_path
-from .docedit import DEFAULT_LAYOUT, SetChange, apply_delete, apply_set, detect_layout, encode
+from .docedit import DEFAULT_LAYOUT, apply_delete, apply_set, detect_layout, render
 from .durable import NOT_WRITABLE_ERRNOS, read_current, remove_stale_temps, replace_durably, why_not_writable
 from .flagfile import FlagFileError, parse_flag_document
 from .loader import SourceOutcome, build, content_hash
 from .peer import Peer
 from .reloader import ReloadResult
 from .snapshot import SourceState
+from .writereq import parse_delete, parse_set
 
 audit = logging.getLogger("flagsock.audit")
-
-_SET_FIELDS = frozenset({"op", "id", "flag", "definition", "enabled", "rollout_percentage", "allowed_users", "if_revision"})
-_DELETE_FIELDS = frozenset({"op", "id", "flag", "if_revision"})
-_SIMPLE_FIELDS = ("enabled", "rollout_percentage", "allowed_users")
-_FLAGD_KEYS = frozenset({"state", "variants", "defaultVariant", "targeting"})
-_SIMPLE_KEYS = frozenset({"enabled", "rollout_percentage", "rollout", "allowed_users"})
-
-
-# --- requests -------------------------------------------------------------------------------
-
-def _check_fields(req: dict, allowed: frozenset[str]) -> None:
-    unknown = sorted(k for k in req if k not in allowed)
-    if unknown:
-        takes = ", ".join(sorted(allowed - {"op", "id"}))
-        raise BadRequest(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-                         f"for op {req['op']!r}; it takes {takes}")
-
-
-def _flag(req: dict) -> str:
-    flag = req.get("flag")
-    if "flag" not in req:
-        raise BadRequest(f"{req['op']} needs \"flag\": the key of the flag")
-    if type(flag) is not str or not flag:
-        raise BadRequest(f"\"flag\" must be a non-empty string, not {json_type(flag)}")
-    return flag
-
-
-def _if_revision(req: dict) -> int | None:
-    value = req.get("if_revision")
-    if value is None:
-        return None
-    if type(value) is not int or value < 0:
-        raise BadRequest(f"\"if_revision\" must be a revision number (a non-negative integer), not {json.dumps(value)}")
-    return value
-
-
-def parse_set(req: dict) -> tuple[SetChange, int | None]:
-    """Check a ``set`` request's shape and simple values; the flag itself is checked by the parser."""
-    _check_fields(req, _SET_FIELDS)
-    flag = _flag(req)
-    given = [f for f in _SIMPLE_FIELDS if f in req]
-    if "definition" in req:
-        if given:
-            raise BadRequest(f"give either \"definition\" or the simple fields, not both (got definition and {', '.join(given)})")
-        definition = req["definition"]
-        if type(definition) is not dict:
-            raise InvalidFlag(f"\"definition\" must be a flagd flag object, not {json_type(definition)}")
-        if definition.keys() & _SIMPLE_KEYS and not definition.keys() & _FLAGD_KEYS:
-            raise InvalidFlag("\"definition\" looks like a simple-format flag; send enabled / rollout_percentage / "
-                              "allowed_users as fields of the request instead, or give a flagd flag with state and variants")
-        if "key" in definition and definition["key"] != flag:
-            raise InvalidFlag(f"definition.key {json.dumps(definition['key'])} differs from \"flag\" {flag!r}; leave it out")
-        return SetChange(flag, definition=definition), _if_revision(req)
-    if not given:
-        raise BadRequest("set needs \"definition\" (a flagd flag object) or \"enabled\" (with optional "
-                         "rollout_percentage and allowed_users)")
-    if "enabled" not in req:
-        raise BadRequest("\"enabled\" is required with the simple fields (true or false)")
-    simple: dict[str, Any] = {}
-    if type(req["enabled"]) is not bool:
-        raise InvalidFlag(f"enabled must be true or false, not {json.dumps(req['enabled'])}")
-    simple["enabled"] = req["enabled"]
-    if "rollout_percentage" in req:
-        pct = req["rollout_percentage"]
-        if pct is not None and (type(pct) not in (int, float) or not 0 <= pct <= 100):
-            raise InvalidFlag(f"rollout_percentage must be a number from 0 to 100 or null, not {json.dumps(pct)}")
-        simple["rollout_percentage"] = pct
-    if "allowed_users" in req:
-        users = req["allowed_users"]
-        if type(users) is not list or not all(type(u) is str for u in users):
-            raise InvalidFlag("allowed_users must be an array of user ids (strings)"
-                              + ("" if type(users) is list else f", not {json_type(users)}"))
-        simple["allowed_users"] = users
-    return SetChange(flag, simple=simple), _if_revision(req)
-
-
-def parse_delete(req: dict) -> tuple[str, int | None]:
-    _check_fields(req, _DELETE_FIELDS)
-    return _flag(req), _if_revision(req)
 
 
 # --- the writer -----------------------------------------------------------------------------
@@ -204,8 +126,8 @@ class Writer:
         if moved_on and if_revision is not None:
             raise Conflict(f"{path} changed on disk after revision {if_revision} was loaded (an outside edit "
                            "the agent has not served yet); re-read the flag and retry")
-        doc, layout = self._decode(data)
-        new_data = encode(edit(doc), layout)
+        doc, layout, text = self._decode(data)
+        new_data = render(text, doc, edit(doc), layout)
         try:
             parsed = parse_flag_document(new_data, path, fractional=self.fractional, invalid_flags="reject")
         except FlagFileError as exc:
@@ -224,18 +146,18 @@ class Writer:
                             flags=parsed.flags, problems=tuple(parsed.problems), document=parsed.document)
         return _Written(SourceOutcome(state, None), wrote)
 
-    def _decode(self, data: bytes | None) -> tuple[dict, Any]:
+    def _decode(self, data: bytes | None) -> tuple[dict, Any, str | None]:
         if data is None or not data.strip():
-            return {"flags": {}}, DEFAULT_LAYOUT
-        text = data.decode("utf-8-sig", errors="replace")
+            return {"flags": {}}, DEFAULT_LAYOUT, None
         try:
+            text = data.decode("utf-8-sig")
             doc = json.loads(text)
-        except ValueError as exc:
+        except ValueError as exc:  # UnicodeDecodeError is one too
             raise InvalidFlag(f"{self.path} on disk is not valid JSON ({exc}); fix or replace the file first "
                               f"(the agent still serves revision {self.app.store.snapshot.revision})") from None
         if type(doc) is not dict:
             raise InvalidFlag(f"{self.path} on disk is {json_type(doc)}, not a flag file; fix or replace it first")
-        return doc, detect_layout(text)
+        return doc, detect_layout(text), text
 
 
 _FLAG_IN_ARRAY = re.compile(r"\$\.flags\[\d+\]")
@@ -257,19 +179,15 @@ def _where(problem: Any, flag: str) -> str:
 
 
 def choose_target(config: ServeConfig) -> tuple[str | None, str]:
-    """The file that takes writes, or None and why there is none.
-
-    Raises:
-        ValueError: ``--write-to`` names a file that is not one of the sources.
-    """
+    """The file that takes writes, or None and why there is none."""
     if config.read_only:
         return None, "this agent was started with --read-only"
     sources = list(config.flags)  # as the store names them
     if config.write_to:
         wanted = os.path.abspath(config.write_to)
         matching = [p for p in sources if os.path.abspath(p) == wanted]
-        if not matching:
-            raise ValueError(f"--write-to {config.write_to} is not one of the --flags files ({', '.join(sources)})")
+        if not matching:  # build_config refuses this; a config built by hand may still hold it
+            return None, f"--write-to {config.write_to} is not one of the flag files this agent serves"
         target = matching[-1]
     elif len(sources) == 1:
         target = sources[0]

@@ -36,7 +36,8 @@ What to expect:
   :class:`FlagsockError` instead, because a tool wants to know that the agent is down.
 
 * **Timeouts bound the whole call** (waiting for a free connection, connecting, writing and
-  reading), ``timeout`` seconds, 0.5 by default.
+  reading): ``timeout`` seconds, 0.5 by default, give or take 2 ms. A call that times out also
+  starts the backoff below, so a hung agent does not cost every caller the full timeout.
 
 * **Reconnects by itself.** Connections are made lazily and kept in a small pool, so one client
   is safe and fast to share between threads. A call that finds its pooled connection broken
@@ -99,8 +100,14 @@ _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
 _LIVENESS = {"connected": True, "disconnected": False}
 
 _FIRST_BACKOFF = 0.05
+# A call may overrun its timeout by this much, to spare a system call per read (see _Conn.bound).
+_TIMEOUT_SLACK = 0.002
 _READ_CHUNK = 65536
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+# Encoders made once: json.dumps() with options builds a new encoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_canonical = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
 class _NoValue:
@@ -167,11 +174,25 @@ class _Broken(Exception):
 class _Conn:
     """One connected socket and the bytes read past the last whole line."""
 
-    __slots__ = ("buf", "sock")
+    __slots__ = ("buf", "sock", "timeout")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.timeout = sock.gettimeout()
+
+    def bound(self, deadline: float) -> None:
+        """Make the next socket operation give up at ``deadline`` (within ``_TIMEOUT_SLACK``).
+
+        Setting a socket's timeout is a system call, so it is only lowered when the time left
+        is noticeably shorter than the timeout already set.
+        """
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        if self.timeout is None or self.timeout - left > _TIMEOUT_SLACK:
+            self.sock.settimeout(left)
+            self.timeout = left
 
     def close(self) -> None:
         try:
@@ -192,10 +213,7 @@ class _Conn:
             nl = buf.find(b"\n")
             while nl < 0:
                 if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError
-                    self.sock.settimeout(left)
+                    self.bound(deadline)
                 chunk = self.sock.recv(_READ_CHUNK)
                 if not chunk:
                     raise _Broken("the agent closed the connection")
@@ -257,9 +275,14 @@ class FlagClient:
         self._ids = itertools.count(1)
         self._closed = threading.Event()
 
-        self._pool_lock = threading.Lock()
+        # The pool: idle connections, and how many exist (idle or in use) out of pool_size.
+        # A plain Condition rather than a Semaphore, whose pure-Python acquire costs more than
+        # the rest of a call's own work.
+        self._pool = threading.Condition(threading.Lock())
         self._idle: list[_Conn] = []
-        self._slots = threading.BoundedSemaphore(pool_size)
+        self._open = 0
+        self._pool_size = pool_size
+        self._waiting = 0
         self._down_until = 0.0
         self._backoff = 0.0
 
@@ -314,7 +337,10 @@ class FlagClient:
         Returns ``default`` unless the agent answers with a boolean.
         """
         if user_id is not None:
-            context = {**context, "targetingKey": user_id} if context else {"targetingKey": user_id}
+            if not context:
+                context = {"targetingKey": user_id}
+            elif isinstance(context, Mapping):
+                context = {**context, "targetingKey": user_id}
         value = self.evaluate(flag, context, default, "boolean").value
         return value if type(value) is bool else default
 
@@ -339,6 +365,8 @@ class FlagClient:
         Returns:
             The details; see the module docstring for the error codes.
         """
+        if flag.__class__ is not str:
+            return _failed(str(flag), default, GENERAL, f"flag key must be a string, not {flag!r}")
         if context:
             if context.__class__ is not dict and not isinstance(context, Mapping):  # `type` is a parameter here
                 return _failed(flag, default, INVALID_CONTEXT, f"context must be a dict, not {context.__class__.__name__}")
@@ -416,7 +444,9 @@ class FlagClient:
         """Send any op and return its ``result`` object.
 
         Unlike the flag methods this ignores the reconnect backoff: a tool asked for an
-        answer, so it tries to connect now.
+        answer, so it tries to connect now. Like every request, it is sent again once on a fresh
+        socket if a pooled connection turns out to be dead; for ``set`` and ``delete`` pass
+        ``if_revision`` so that a repeat cannot apply twice.
 
         Raises:
             FlagsockError: with the agent's error code, or a client-side code (module docstring).
@@ -458,10 +488,7 @@ class FlagClient:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-        with self._pool_lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._drop_idle()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -503,15 +530,12 @@ class FlagClient:
         rid = next(self._ids)
         request["id"] = rid
         try:
-            line = json.dumps(request, separators=(",", ":")).encode() + b"\n"
+            line = _encode(request).encode() + b"\n"
         except (TypeError, ValueError) as exc:
             raise FlagsockError(INVALID_CONTEXT, f"the request cannot be encoded as JSON: {exc}") from None
-        if not self._slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
-            raise FlagsockError(GENERAL, f"timed out after {self.timeout}s waiting for a free connection")
-        conn = None
+        conn = self._checkout(deadline)
+        keep = False
         try:
-            with self._pool_lock:
-                conn = self._idle.pop() if self._idle else None
             for attempt in (1, 2):
                 reused = conn is not None
                 if conn is None:
@@ -521,7 +545,7 @@ class FlagClient:
                         self._note_failure()
                         raise
                 try:
-                    conn.sock.settimeout(max(deadline - time.monotonic(), 1e-6))
+                    conn.bound(deadline)
                     conn.sock.sendall(line)
                     msg = conn.read_message(deadline)
                     while "id" not in msg and "ok" not in msg:  # a stray event line
@@ -546,16 +570,46 @@ class FlagClient:
                         return msg  # e.g. BUSY: refused before reading; the agent closes it
                     raise FlagsockError(GENERAL, f"the agent answered id {msg.get('id')!r} to request {rid}")
                 self._backoff = 0.0
-                with self._pool_lock:
-                    if not self._closed.is_set():
-                        self._idle.append(conn)
-                        conn = None
+                keep = True
                 return msg
             raise AssertionError("unreachable")
         finally:
-            if conn is not None:
-                conn.close()
-            self._slots.release()
+            self._checkin(conn, keep)
+
+    def _checkout(self, deadline: float) -> _Conn | None:
+        """An idle connection, or None with a slot reserved for a new one.
+
+        Raises:
+            FlagsockError: all ``pool_size`` connections stayed busy until ``deadline``.
+        """
+        with self._pool:
+            while True:
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self._pool_size:
+                    self._open += 1
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise FlagsockError(GENERAL, f"timed out after {self.timeout}s waiting for a free connection")
+                self._waiting += 1
+                try:
+                    self._pool.wait(left)
+                finally:
+                    self._waiting -= 1
+
+    def _checkin(self, conn: _Conn | None, keep: bool) -> None:
+        """Give back what :meth:`_checkout` gave: the connection if ``keep``, else its slot."""
+        with self._pool:
+            if keep and conn is not None and not self._closed.is_set():
+                self._idle.append(conn)
+                conn = None
+            else:
+                self._open -= 1
+            if self._waiting:
+                self._pool.notify()
+        if conn is not None:
+            conn.close()
 
     def _note_failure(self) -> None:
         """Back off: calls in the next moments return at once instead of trying again."""
@@ -563,8 +617,9 @@ class FlagClient:
         self._down_until = time.monotonic() + self._backoff
 
     def _drop_idle(self) -> None:
-        with self._pool_lock:
+        with self._pool:
             idle, self._idle = self._idle, []
+            self._open -= len(idle)
         for conn in idle:
             conn.close()
 
@@ -667,7 +722,7 @@ def _context_key(context: Mapping[str, Any]) -> Any:
     items = context.items()
     for k, v in items:
         if type(v) is not str or type(k) is not str:
-            json_key: str = json.dumps(context, sort_keys=True, separators=(",", ":"))
+            json_key: str = _canonical(context)
             return json_key
     return tuple(sorted(items))
 

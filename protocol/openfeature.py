@@ -23,8 +23,9 @@ Events, from the client's subscription:
   added, updated or removed) and the agent's ``revision`` in the metadata.
 * ``PROVIDER_STALE``: as soon as the connection to the agent is lost. Evaluations return their
   defaults with ``PROVIDER_NOT_READY`` (or ``GENERAL`` for a timeout) until it is back.
-* ``PROVIDER_ERROR``: when it has been lost for ``error_after`` seconds (5 by default), or when
-  ``initialize`` finds no agent within ``init_timeout`` (the SDK emits that one).
+* ``PROVIDER_ERROR``: when it has been lost for ``error_after`` seconds (5 by default; checked
+  at each reconnection attempt, which come at most a second apart), or when ``initialize``
+  finds no agent within ``init_timeout`` (the SDK emits that one).
 
 This is the only flagsock module that imports ``openfeature``.
 """
@@ -106,12 +107,15 @@ class FlagsockProvider(AbstractProvider):
                 PROVIDER_ERROR, and this provider emits PROVIDER_READY once the agent is reachable.
         """
         with self._lock:
+            stale_client = self._client
             self._state = _NOT_STARTED
             self._connected.clear()
             self._client = FlagClient(
                 self._socket_path, timeout=self._timeout, cache=self._cache, on_event=self._on_event
             )
             path = self._client.path
+        if stale_client is not None:  # initialized twice without a shutdown in between
+            stale_client.close()
         if not self._connected.wait(self._init_timeout):
             with self._lock:
                 if self._state == _NOT_STARTED:

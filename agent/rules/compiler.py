@@ -166,4 +166,8 @@ def compile_rule(
         raise RuleError(path, f"targeting must be a JSON object (a JSON Logic rule), got {type(rule).__name__}")
     if not rule:
         return lambda _context: None
-    return as_function(_RuleCompiler(flag_key, fractional, strict, on_problem).compile(rule, path))
+    try:
+        return as_function(_RuleCompiler(flag_key, fractional, strict, on_problem).compile(rule, path))
+    except RecursionError:
+        raise RuleError(path, "the rule is nested too deeply to compile; flatten it (e.g. chain "
+                        "conditions in one \"if\" or \"and\" instead of nesting them)") from None

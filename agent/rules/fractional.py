@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from itertools import accumulate
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import mmh3
 
@@ -37,7 +37,7 @@ MAX_WEIGHT_SUM = 2**31 - 1
 VERSIONS = ("v2", "v3")
 
 Hasher = Callable[[Any], "int | None"]
-Weight = "int | Node"
+Weight = Union[int, Node]
 
 
 def _murmur(data: bytes) -> int:
@@ -53,29 +53,25 @@ def _shorthand_hasher(version: str, flag_key: str) -> Hasher:
     """The subject is the flag and the context's targetingKey."""
     if version == "v2":
 
-        def by_targeting_key_v2(data: Any) -> int | None:
-            key = _targeting_key(data)
-            if key is None:
-                return None
-            try:
-                return _murmur((flag_key + key).encode("utf-8"))
-            except UnicodeEncodeError:
-                return None
+        def subject(key: str) -> bytes:
+            return (flag_key + key).encode("utf-8")
 
-        return by_targeting_key_v2
+    else:
+        prefix = b"\x82" + cbor.encode(flag_key)  # a 2-item array: [flagKey, targetingKey]
 
-    prefix = b"\x82" + cbor.encode(flag_key)  # a 2-item array: [flagKey, targetingKey]
+        def subject(key: str) -> bytes:
+            return prefix + cbor.encode(key)
 
-    def by_targeting_key_v3(data: Any) -> int | None:
+    def by_targeting_key(data: Any) -> int | None:
         key = _targeting_key(data)
         if key is None:
             return None
         try:
-            return _murmur(prefix + cbor.encode(key))
-        except UnicodeEncodeError:
+            return _murmur(subject(key))
+        except UnicodeEncodeError:  # a lone surrogate: not a string flagd could receive
             return None
 
-    return by_targeting_key_v3
+    return by_targeting_key
 
 
 def _expression_hasher(version: str, flag_key: str, bucket_by: Node) -> Hasher:

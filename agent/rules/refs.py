@@ -19,7 +19,10 @@ def resolve_refs(rule: Any, evaluators: Mapping[str, Any], path: str = "$.target
     Raises:
         RuleError: a reference names no evaluator, is not a string, or is part of a cycle.
     """
-    return _resolve(rule, evaluators, path, ())
+    try:
+        return _resolve(rule, evaluators, path, ())
+    except RecursionError:
+        raise RuleError(path, "the rule is nested too deeply to resolve its references") from None
 
 
 def _resolve(rule: Any, evaluators: Mapping[str, Any], path: str, chain: tuple[str, ...]) -> Any:

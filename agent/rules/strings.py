@@ -12,19 +12,44 @@ import math
 from typing import Any, Callable, Sequence
 
 from .jsvalues import INF, less_than, to_number, to_string
-from .nodes import Arg, Compiler, Const, Node, eager, expect_operands, fold
+from .nodes import Arg, Compiler, Const, Node, as_function, eager, expect_operands, fold
 
 _ABSENT = object()  # an operand the rule left out (JavaScript's undefined)
 
 
-def _concatenate(*values: Any) -> str:
-    return "".join([to_string(value) for value in values])
+def _text(value: Any) -> str:
+    return value if type(value) is str else to_string(value)
+
+
+def _cat_pair(left: Node, right: Node) -> Node:
+    """Two operands, the common ``cat`` (e.g. flag key + user id): no join, no packing."""
+    if isinstance(left, Const):
+        prefix = to_string(left.value)
+        return lambda data: prefix + _text(right(data))  # type: ignore[operator]
+    if isinstance(right, Const):
+        suffix = to_string(right.value)
+        return lambda data: _text(left(data)) + suffix  # type: ignore[operator]
+
+    def cat_pair(data: Any) -> str:
+        first, second = left(data), right(data)  # type: ignore[operator]
+        return (first if type(first) is str else to_string(first)) + (
+            second if type(second) is str else to_string(second)
+        )
+
+    return cat_pair
 
 
 def compile_cat(c: Compiler, args: Sequence[Arg], path: str) -> Node:
     """``{"cat": [a, b, ...]}`` -> the operands' strings joined with no separator."""
     expect_operands(c, args, path, "cat")
-    return eager(_concatenate, [c.compile(raw, arg_path) for raw, arg_path in args])
+    nodes = [c.compile(raw, arg_path) for raw, arg_path in args]
+    folded = fold(lambda *values: "".join(map(to_string, values)), nodes)
+    if folded is not None:
+        return folded
+    if len(nodes) == 2:
+        return _cat_pair(*nodes)
+    functions = [as_function(node) for node in nodes]
+    return lambda data: "".join([_text(function(data)) for function in functions])
 
 
 def _to_integer(value: Any) -> int | float:

@@ -80,6 +80,12 @@ def test_unencodable_context_returns_the_default(client: FlagClient) -> None:
     assert (d.value, d.error_code) == (False, "INVALID_CONTEXT")
 
 
+def test_wrong_arguments_return_the_default_too(client: FlagClient) -> None:
+    assert client.evaluate(["not", "a", "key"], default=3).value == 3  # type: ignore[arg-type]
+    assert client.evaluate("dark_mode", ["not a context"], default=3).error_code == "INVALID_CONTEXT"  # type: ignore[arg-type]
+    assert client.is_enabled("dark_mode", user_id="u", context="nope", default=True) is True  # type: ignore[arg-type]
+
+
 def test_all_flags_maps_keys_to_values(client: FlagClient) -> None:
     flags = client.all_flags({"targetingKey": "user_123"})
     assert flags["dark_mode"] is True

@@ -47,6 +47,23 @@ class Scenario:
 
 
 @dataclass
+class _RawStep:
+    """A step as read: its table rows are appended while the following lines are read."""
+
+    keyword: str
+    text: str
+    line: int
+    rows: list[tuple[tuple[str, ...], int]] = field(default_factory=list)
+
+    def build(self, values: dict[str, str] | None = None) -> Step:
+        def fill(text: str) -> str:
+            return _fill(text, values) if values else text
+
+        table = tuple(tuple(fill(c) for c in cells) for cells, _ in self.rows)
+        return Step(self.keyword, fill(self.text), table, self.line)
+
+
+@dataclass
 class _Examples:
     name: str
     tags: frozenset[str]
@@ -60,7 +77,7 @@ class _Block:
     name: str
     tags: frozenset[str]
     line: int
-    steps: list[Step] = field(default_factory=list)
+    steps: list[_RawStep] = field(default_factory=list)
     examples: list[_Examples] = field(default_factory=list)
 
 
@@ -134,27 +151,12 @@ def parse_feature(path: Path) -> list[Scenario]:
                 if not blocks or not blocks[-1].steps:
                     continue  # free-form description under Feature / Scenario
                 raise GherkinError(path, number, f"unexpected line {text!r}")
-            rows: list = []
-            blocks[-1].steps.append(_StepBuilder(word, text[len(word):].strip(), rows, number))  # type: ignore[arg-type]
-            target = rows
+            raw_step = _RawStep(word, text[len(word):].strip(), number)
+            blocks[-1].steps.append(raw_step)
+            target = raw_step.rows
             continue
         target = None
     return list(_expand(path, feature_name, feature_tags, blocks))
-
-
-class _StepBuilder(Step):
-    """A step whose table is still being read (rows are appended as they come)."""
-
-    def __init__(self, keyword: str, text: str, rows: list, line: int) -> None:
-        object.__setattr__(self, "keyword", keyword)
-        object.__setattr__(self, "text", text)
-        object.__setattr__(self, "_rows", rows)
-        object.__setattr__(self, "line", line)
-
-    def build(self, values: dict[str, str] | None = None) -> Step:
-        fill = (lambda s: _fill(s, values)) if values else (lambda s: s)
-        table = tuple(tuple(fill(c) for c in cells) for cells, _ in self._rows)
-        return Step(self.keyword, fill(self.text), table, self.line)
 
 
 def _fill(text: str, values: dict[str, str]) -> str:
@@ -162,14 +164,14 @@ def _fill(text: str, values: dict[str, str]) -> str:
 
 
 def _expand(path: Path, feature: str, feature_tags: frozenset[str], blocks: list[_Block]):
-    background: list[_StepBuilder] = []
+    background: list[_RawStep] = []
     for block in blocks:
         if block.kind == "background":
-            background = block.steps  # type: ignore[assignment]
+            background = block.steps
             continue
         tags = feature_tags | block.tags
         if block.kind == "scenario":
-            steps = tuple(s.build() for s in [*background, *block.steps])  # type: ignore[attr-defined]
+            steps = tuple(s.build() for s in [*background, *block.steps])
             yield Scenario(feature, block.name, tags, steps, path, block.line)
             continue
         for examples in block.examples:
@@ -178,6 +180,6 @@ def _expand(path: Path, feature: str, feature_tags: frozenset[str], blocks: list
             header, *rows = examples.rows
             for index, (cells, number) in enumerate(rows, start=1):
                 values = dict(zip(header[0], cells))
-                steps = tuple(s.build(values) for s in [*background, *block.steps])  # type: ignore[attr-defined]
+                steps = tuple(s.build(values) for s in [*background, *block.steps])
                 label = f"{examples.name or 'Examples'} #{index}"
                 yield Scenario(feature, _fill(block.name, values), tags | examples.tags, steps, path, number, label)

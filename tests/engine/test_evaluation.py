@@ -8,7 +8,8 @@ from types import MappingProxyType
 import pytest
 
 from agent.evaluation import NO_DEFAULT, evaluate, targeting_resolver
-from agent.flagfile import parse_flag_document, reads_clock
+from agent.flagfile import parse_flag_document
+from agent.flagfile_flagd import reads_clock
 from agent.model import CompiledFlag, FrozenDict
 
 

@@ -8,16 +8,8 @@ import pytest
 
 from agent.evaluation import evaluate
 from agent.flagfile import FlagFileError, parse_flag_document
+from tests.helpers import SEED
 
-SEED = {
-    "flags": {
-        "new_checkout_flow": {"name": "new_checkout_flow", "enabled": True, "rollout_percentage": 25,
-                              "allowed_users": ["user_123", "user_456"]},
-        "dark_mode": {"name": "dark_mode", "enabled": True, "rollout_percentage": None, "allowed_users": []},
-        "experimental_search": {"name": "experimental_search", "enabled": False, "rollout_percentage": None,
-                                "allowed_users": []},
-    }
-}
 
 BOOL_FLAG = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
 

@@ -12,7 +12,7 @@ from agent.evaluation import evaluate
 from agent.flagfile import parse_flag_document
 from agent.flagfile_simple import rollout_bucket
 
-from .test_flagfile import SEED
+from tests.helpers import SEED
 
 USERS = [f"user-{i}" for i in range(4000)]
 

@@ -120,7 +120,8 @@ def read_stderr_until(proc: subprocess.Popen[bytes], marker: bytes, timeout: flo
     return seen
 
 
-def assert_exits_cleanly(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def assert_exits_cleanly(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Exit 0 within a few seconds of SIGTERM: the default --shutdown-timeout (3 s) + slack."""
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -170,9 +171,14 @@ def test_agent_serves_the_socket_handed_over_by_systemd_socket_activate(
     assert sock_path.exists()
 
 
-def test_notify_conversation_covers_ready_watchdog_reload_and_stopping(
-    tmp_path: Path, flag_file: Path, notify_recorder: NotifyRecorder, processes
-) -> None:
+def start_notifying_agent(
+    tmp_path: Path, flag_file: Path, recorder: NotifyRecorder, processes, **env: str
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """Start the agent on its own socket, with ``recorder`` as ``$NOTIFY_SOCKET``.
+
+    ``JOURNAL_STREAM`` names the stderr file, as systemd does for a journal stream, so
+    ``--log-format auto`` must pick journal. Returns the process, its socket and stderr file.
+    """
     sock_path = tmp_path / "agent.sock"
     stderr_path = tmp_path / "stderr.log"
     with open(stderr_path, "wb") as stderr:
@@ -180,18 +186,26 @@ def test_notify_conversation_covers_ready_watchdog_reload_and_stopping(
         proc = subprocess.Popen(
             [*AGENT, "--flags", str(flag_file), "--socket", str(sock_path)],
             cwd=REPO,
-            # WATCHDOG_USEC=0.4s: a ping every 0.2s. JOURNAL_STREAM names the stderr file,
-            # as systemd does for a journal stream, so --log-format auto must pick journal.
             env=clean_env(
-                NOTIFY_SOCKET=notify_recorder.env_value,
-                WATCHDOG_USEC="400000",
+                NOTIFY_SOCKET=recorder.env_value,
                 JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}",
+                **env,
             ),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
     processes.append((proc, stderr_path))
+    return proc, sock_path, stderr_path
+
+
+def test_notify_conversation_covers_ready_watchdog_reload_and_stopping(
+    tmp_path: Path, flag_file: Path, notify_recorder: NotifyRecorder, processes
+) -> None:
+    # WATCHDOG_USEC=0.4s: a ping every 0.2s.
+    proc, sock_path, stderr_path = start_notifying_agent(
+        tmp_path, flag_file, notify_recorder, processes, WATCHDOG_USEC="400000"
+    )
 
     def wait_for(key: str, what: str, *, after: int = 0) -> Message:
         """The first message from index ``after`` on holding ``key``, waiting for it."""
@@ -241,3 +255,32 @@ def test_notify_conversation_covers_ready_watchdog_reload_and_stopping(
     log_lines = [line for line in stderr_path.read_text().splitlines() if line]
     assert log_lines, "the agent logged nothing"
     assert all(re.match(r"<[0-7]>", line) for line in log_lines), log_lines
+
+
+def test_failed_reload_shows_in_status_and_the_last_good_flags_stay(
+    tmp_path: Path, flag_file: Path, notify_recorder: NotifyRecorder, processes
+) -> None:
+    proc, sock_path, _ = start_notifying_agent(tmp_path, flag_file, notify_recorder, processes)
+    ready = notify_recorder.wait_for(lambda m: "READY" in m, process=proc, what="READY=1")
+    revision = re.search(r"revision (\d+)", ready["STATUS"]).group(1)
+
+    flag_file.write_text('{"flags": {"new-checkout": ')
+    mark = len(notify_recorder.messages)
+    proc.send_signal(signal.SIGHUP)
+    notify_recorder.wait_for(lambda m: "RELOADING" in m, process=proc, what="RELOADING=1")
+    after_reload = notify_recorder.wait_for(
+        lambda m: "READY" in m, process=proc, what="READY=1 after the failed reload"
+    )
+    # Every STATUS= from the reload on tells the operator: same revision, and what failed.
+    status = after_reload["STATUS"]
+    assert f"revision {revision}," in status, status
+    assert "flags.json" in status, status
+    assert all(
+        "flags.json" in m["STATUS"] for m in notify_recorder.messages[mark:] if "STATUS" in m
+    )
+    with connect(sock_path) as conn:
+        answer = ask(conn, {"op": "evaluate", "flag": "new-checkout"})
+    assert answer["result"]["value"] is True, answer
+
+    proc.send_signal(signal.SIGTERM)
+    assert_exits_cleanly(proc)

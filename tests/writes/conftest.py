@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -38,16 +37,6 @@ def flagd_file(tmp_path: Path) -> Path:
     return path
 
 
-class _Silent:
-    def ready(self, status: str = "") -> None: ...
-    def status(self, text: str) -> None: ...
-    def reloading(self) -> None: ...
-    def stopping(self) -> None: ...
-    def watchdog(self) -> None: ...
-    def watchdog_interval(self) -> None:
-        return None
-
-
 class _NoWatcher:
     """Stands in for the source watcher: the agent never notices file changes by itself."""
 
@@ -59,21 +48,10 @@ class _NoWatcher:
 
 
 @pytest.fixture
-def start_blind_agent(nursery, sock_dir, monkeypatch):
+def start_blind_agent(start_agent, monkeypatch):
     """Like ``start_agent``, but without a watcher: outside edits stay unseen until a write."""
-    from agent.config import ServeConfig
-    from agent.run import run_agent
-
     monkeypatch.setattr("agent.run.SourceWatcher", _NoWatcher)
-
-    async def start(flag_files, **settings):
-        settings.setdefault("socket", str(sock_dir / "agent.sock"))
-        config = ServeConfig(flags=tuple(str(Path(p).resolve()) for p in flag_files), **settings)
-        return await nursery.start(functools.partial(
-            run_agent, config, handle_signals=False, notifier=_Silent(), inherited=[],
-        ))
-
-    return start
+    return start_agent
 
 
 async def request(sock: str, message: dict) -> dict:

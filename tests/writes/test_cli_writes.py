@@ -90,7 +90,7 @@ def test_write_to_that_is_not_a_source_is_a_usage_error(seed, sock_dir, tmp_path
     other = write_json(tmp_path / "other.json", SEED)
     done = flagsock("serve", "--flags", str(seed), "--flags", str(other), "--write-to", str(tmp_path / "nope.json"),
                     "--socket", str(sock_dir / "x.sock"))
-    assert done.returncode == 2 and "--write-to" in done.stderr
+    assert done.returncode == 2 and "write-to" in done.stderr and "not one of the flag files" in done.stderr
 
 
 def test_write_to_and_allow_write_from_the_config_file(seed, sock_dir, tmp_path):

@@ -79,6 +79,7 @@ def test_kill_9_never_loses_an_acknowledged_write(tmp_path, sock_dir, fmt):
     log = tmp_path / "agent.log"
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
     killed_mid_stream = 0
+    acked_counts = []
     deadline = time.monotonic() + 90
     for trial in range(TRIALS):
         assert time.monotonic() < deadline, "kill -9 trials took too long"
@@ -92,6 +93,7 @@ def test_kill_9_never_loses_an_acknowledged_write(tmp_path, sock_dir, fmt):
         streamer.join(10)
         assert not streamer.is_alive()
         acked = streamer.acked
+        acked_counts.append(len(acked))
         if len(acked) < WRITES_PER_TRIAL:
             killed_mid_stream += 1
         assert acked == list(range(len(acked))), "answers come in request order"
@@ -122,4 +124,5 @@ def test_kill_9_never_loses_an_acknowledged_write(tmp_path, sock_dir, fmt):
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
+    print(f"kill -9 ({fmt}): {TRIALS} trials, acknowledged writes before the kill: {acked_counts}")
     assert killed_mid_stream >= TRIALS // 2, f"only {killed_mid_stream} of {TRIALS} kills landed mid-stream"
