@@ -79,8 +79,10 @@ class Writer:
                 edit = lambda doc: apply_delete(doc, flag, where=self.path)  # noqa: E731
             return await self._write(peer, op, flag, if_revision, edit)
         except ProtocolError as exc:
+            revision = self.app.store.snapshot.revision
             audit.warning("refused %s%s from %s at revision %d: %s %s", op, f" of {named!r}" if named else "",
-                          peer.describe(), self.app.store.snapshot.revision, exc.code, exc.message)
+                          peer.describe(), revision, exc.code, exc.message,
+                          extra=_fields(peer, op, named, revision, None, exc.code))
             raise
 
     async def _write(self, peer: Peer, op: str, flag: str, if_revision: int | None, edit: Any) -> dict:
@@ -105,7 +107,8 @@ class Writer:
             for callback in reloader.on_reload:
                 callback(result)
         audit.info("%s of %r by %s: revision %d -> %d (%s%s)", op, flag, peer.describe(), before, after,
-                   self.path, "" if written.wrote else ", file already held this")
+                   self.path, "" if written.wrote else ", file already held this",
+                   extra=_fields(peer, op, flag, before, after, None))
         return {"revision": after}
 
     def _check_not_overridden(self, snap: Any, flag: str) -> None:
@@ -158,6 +161,12 @@ class Writer:
         if type(doc) is not dict:
             raise InvalidFlag(f"{self.path} on disk is {json_type(doc)}, not a flag file; fix or replace it first")
         return doc, detect_layout(text), text
+
+
+def _fields(peer: Peer, op: str, flag: str | None, before: int, after: int | None, refused: str | None) -> dict:
+    """The audit line's facts as separate fields, for the JSON log format."""
+    return {"audit_op": op, "audit_flag": flag, "peer_pid": peer.pid, "peer_uid": peer.uid,
+            "revision_before": before, "revision_after": after, "refused": refused}
 
 
 _FLAG_IN_ARRAY = re.compile(r"\$\.flags\[\d+\]")

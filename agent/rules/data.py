@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .jsvalues import less_equal, to_string
-from .nodes import Arg, Compiler, Const, Evaluator, Node, all_const, as_function, expect_operands
+from .nodes import Arg, Compiler, Const, Evaluator, Node, all_const, as_function, expect_operands, is_bare
 
 _ABSENT = object()
 FLAGD_PROPERTIES = ("$flagd.timestamp", "$flagd.flagKey")
@@ -123,7 +123,7 @@ def _check_key_list(c: Compiler, raw: Any, path: str, name: str) -> None:
 
 def compile_missing(c: Compiler, args: Sequence[Arg], path: str) -> Node:
     """``{"missing": [key, ...]}`` -> the keys whose value is null, absent or ``""``."""
-    if len(args) == 1 and args[0][1] == path:
+    if is_bare(args, path):
         _check_key_list(c, args[0][0], path, "missing")
     else:
         _check_key_list(c, [raw for raw, _ in args], path, "missing")

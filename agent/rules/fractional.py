@@ -31,7 +31,7 @@ import mmh3
 
 from . import cbor
 from .errors import index_path
-from .nodes import Arg, Compiler, Const, Node, as_function
+from .nodes import Arg, Compiler, Const, Node, as_function, is_bare
 
 MAX_WEIGHT_SUM = 2**31 - 1
 VERSIONS = ("v2", "v3")
@@ -144,7 +144,7 @@ def _bucket(c: Compiler, raw: Any, path: str) -> tuple[Node, Weight] | None:
 
 def compile_fractional(c: Compiler, args: Sequence[Arg], path: str) -> Node:
     """``{"fractional": [...]}`` -> the chosen variant's value, or null."""
-    if not args or (len(args) == 1 and args[0][1] == path and type(args[0][0]) is not list):
+    if not args or (is_bare(args, path) and type(args[0][0]) is not list):
         c.problem(path, "fractional takes an array: [bucketBy?, [variant, weight?], ...]")
         return Const(None)
     first, first_path = args[0]

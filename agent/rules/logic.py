@@ -114,10 +114,10 @@ compile_or = _short_circuit("or", True, _or)
 
 
 def _unary(name: str, impl: Callable[[Any], bool]) -> Callable[[Compiler, Sequence[Arg], str], Node]:
-    """Build ``!``/``!!``: one operand, with or without the array around it."""
+    """Build ``!``/``!!``: the first operand, with or without the array around it."""
 
     def compile_unary(c: Compiler, args: Sequence[Arg], path: str) -> Node:
-        expect_operands(c, args, path, name, 1, 1, bare=True)
+        # No operand check: flagd's schema accepts any operand list here (as a literal array).
         if not args:
             return Const(impl(None))
         return eager(impl, [c.compile(*args[0])])

@@ -117,15 +117,10 @@ def is_bare(args: Sequence[Arg], path: str) -> bool:
 
 
 def expect_operands(
-    c: Compiler, args: Sequence[Arg], path: str, name: str, low: int = 1, high: int | None = None,
-    *, bare: bool = False,
+    c: Compiler, args: Sequence[Arg], path: str, name: str, low: int = 1, high: int | None = None
 ) -> None:
-    """Report (as flagd's schema would) an operand count outside ``low..high``.
-
-    Args:
-        bare: whether the schema also accepts a lone operand without the array.
-    """
-    if is_bare(args, path) and not bare:
+    """Report (as flagd's schema would) a lone operand, or a count outside ``low..high``."""
+    if is_bare(args, path):
         c.problem(path, f"{name} takes an array of operands, e.g. {{\"{name}\": [...]}}")
     elif len(args) < low or (high is not None and len(args) > high):
         if low == high:
@@ -134,4 +129,5 @@ def expect_operands(
             wanted = f"at least {low}"
         else:
             wanted = f"{low} to {high}"
-        c.problem(path, f"{name} takes {wanted} operands, got {len(args)}")
+        plural = "" if wanted == "1" else "s"
+        c.problem(path, f"{name} takes {wanted} operand{plural}, got {len(args)}")

@@ -108,7 +108,7 @@ def _version_side(c: Compiler, arg: Arg) -> Node:
 
 def compile_sem_ver(c: Compiler, args: Sequence[Arg], path: str) -> Node:
     """``{"sem_ver": [version, op, version]}`` -> bool, or null when it cannot compare."""
-    if len(args) != 3 or (len(args) == 1 and args[0][1] == path):
+    if len(args) != 3:
         c.problem(path, f"sem_ver takes an array of 3 items [version, operator, version], got {len(args)}")
         return Const(None)
     (raw_op, op_path) = args[1]

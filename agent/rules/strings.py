@@ -93,7 +93,7 @@ def _string_test(name: str, test: Callable[[str, str], bool], affix_name: str) -
     """Build the compile function of ``starts_with``/``ends_with``."""
 
     def compile_string_test(c: Compiler, args: Sequence[Arg], path: str) -> Node:
-        if len(args) != 2 or args[0][1] == path:
+        if len(args) != 2:
             c.problem(path, f"{name} takes an array of 2 operands [string, {affix_name}], got {len(args)}")
             return Const(None)
         nodes = []

@@ -36,8 +36,7 @@ def typed(type_name: str, text: str) -> Any:
     return _TYPES[type_name](text)
 
 
-@functools.lru_cache(maxsize=None)
-def load_flags(files: tuple[Path, ...], fractional: str) -> Mapping[str, Any]:
+def combined_document(files: tuple[Path, ...]) -> bytes:
     """The flags of ``files`` as one document, like the testbed image's ``allFlags.json``.
 
     The image aggregates the files into one, so a flag may ``$ref`` an evaluator defined in
@@ -49,9 +48,21 @@ def load_flags(files: tuple[Path, ...], fractional: str) -> Mapping[str, Any]:
         for member, value in json.loads(path.read_text(encoding="utf-8")).items():
             if isinstance(value, dict):
                 combined.setdefault(member, {}).update(value)
+    return json.dumps(combined).encode()
+
+
+@functools.lru_cache(maxsize=None)
+def load_flags(files: tuple[Path, ...], fractional: str) -> Mapping[str, Any]:
     name = files[0].name if len(files) == 1 else "allFlags.json"
-    parsed = parse_flag_document(json.dumps(combined).encode(), name, fractional=fractional, invalid_flags="isolate")
+    parsed = parse_flag_document(combined_document(files), name, fractional=fractional, invalid_flags="isolate")
     return parsed.flags
+
+
+def engine_backend(world: "World") -> Resolution:
+    """Evaluate in-process, through :func:`agent.evaluation.evaluate`."""
+    flags = load_flags(world.suite.files(world.options.get("selector")), world.fractional)
+    return evaluate(flags, world.key, world.context or None,
+                    expected_type=world.flag_type.lower(), default=world.default)
 
 
 @dataclass
@@ -79,7 +90,9 @@ class World:
     key: str = ""
     default: Any = None
     context: dict[str, Any] = field(default_factory=dict)
-    result: Resolution | None = None
+    result: Any = None
+    #: How "the flag was evaluated": in-process, or through a running agent's socket.
+    backend: Callable[["World"], Any] = engine_backend
 
     @property
     def resolved(self) -> Resolution:
@@ -129,9 +142,7 @@ def _nested(world: World, step: Step, outer: str, inner: str, value: str) -> Non
 
 @step(r"the flag was evaluated with details")
 def _evaluate(world: World, step: Step) -> None:
-    flags = load_flags(world.suite.files(world.options.get("selector")), world.fractional)
-    world.result = evaluate(flags, world.key, world.context or None,
-                            expected_type=world.flag_type.lower(), default=world.default)
+    world.result = world.backend(world)
 
 
 def _same(actual: Any, expected: Any) -> bool:
@@ -190,8 +201,8 @@ def bucketing(scenario: Scenario) -> str:
     return "v3" if "@fractional-v3" in scenario.tags else "v2"
 
 
-def run(scenario: Scenario, suite: Suite) -> None:
-    world = World(suite, bucketing(scenario))
+def run(scenario: Scenario, suite: Suite, backend: Callable[[World], Any] = engine_backend) -> None:
+    world = World(suite, bucketing(scenario), backend=backend)
     for s in scenario.steps:
         for pattern, fn in _STEPS:
             m = pattern.match(s.text)

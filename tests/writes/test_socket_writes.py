@@ -275,6 +275,8 @@ async def test_every_write_and_refusal_is_audited_with_who_and_revisions(start_a
     assert any(me in line and "set of 'dark_mode'" in line and "revision 1 -> 2" in line for line in lines), lines
     assert any(me in line and "refused delete of 'ghost'" in line and "revision 2" in line and "FLAG_NOT_FOUND" in line
                for line in lines), lines
+    written = next(r for r in caplog.records if r.name == "flagsock.audit" and "set of" in r.getMessage())
+    assert (written.peer_uid, written.audit_op, written.revision_before, written.revision_after) == (os.geteuid(), "set", 1, 2)
 
 
 async def test_a_missing_flag_file_is_created_by_the_first_write(start_agent, tmp_path):
