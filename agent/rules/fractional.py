@@ -144,7 +144,7 @@ def _bucket(c: Compiler, raw: Any, path: str) -> tuple[Node, Weight] | None:
 
 def compile_fractional(c: Compiler, args: Sequence[Arg], path: str) -> Node:
     """``{"fractional": [...]}`` -> the chosen variant's value, or null."""
-    if not args or (is_bare(args, path) and type(args[0][0]) is not list):
+    if not args or is_bare(args, path):
         c.problem(path, "fractional takes an array: [bucketBy?, [variant, weight?], ...]")
         return Const(None)
     first, first_path = args[0]

@@ -203,7 +203,6 @@ async def test_past_max_connections_a_client_gets_busy_and_is_closed(start_agent
 
 
 async def test_stop_closes_idle_connections_promptly_and_removes_the_socket(nursery, sock_dir, seed_file):
-    import functools
 
     from agent.config import ServeConfig
     from agent.run import run_agent

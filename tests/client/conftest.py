@@ -81,20 +81,6 @@ def wait_for(condition: Callable[[], Any], deadline_s: float = 5.0, what: str = 
         time.sleep(0.005)
 
 
-def best_per_call(call: Callable[[], Any], n: int = 2000, rounds: int = 7) -> float:
-    """Seconds per call in the fastest of ``rounds`` batches of ``n`` calls.
-
-    The best batch is what the code costs; slower ones measure whatever else shares the CPU.
-    """
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(n):
-            call()
-        best = min(best, (time.perf_counter() - started) / n)
-    return best
-
-
 class Agent:
     """One agent subprocess serving ``flags_path`` on ``socket_path``."""
 

@@ -13,7 +13,7 @@ import pytest
 
 from protocol.client import FlagClient
 
-from .conftest import Agent, best_per_call, boolean_flag, edited, wait_for
+from .conftest import Agent, boolean_flag, edited, wait_for
 
 # The issue's goal is 100 ms from the file change to the client; allow a loaded CI machine more.
 PUSH_LATENCY_BOUND_S = 0.5
@@ -53,10 +53,18 @@ def test_cached_default_is_the_callers_default(cached: FlagClient) -> None:
     assert cached.evaluate("retired", default=2).value == 2
 
 
-def test_cached_check_costs_under_20_microseconds(cached: FlagClient) -> None:
+def test_cached_check_does_not_ask_the_agent(cached: FlagClient, served: Agent) -> None:
+    """A hit is answered from memory: the agent's evaluate counter does not move.
+
+    (What a hit costs in microseconds is measured by bench/bench_client.py, not asserted here.)
+    """
     assert cached.is_enabled("vip", user_id="user_123") is True
-    per_call = best_per_call(lambda: cached.is_enabled("vip", user_id="user_123"))
-    assert per_call < 20e-6, f"{per_call * 1e6:.2f} us per cached is_enabled"
+    with FlagClient(served.socket_path, timeout=2.0) as plain:
+        before = plain.request("stats")["requests"].get("evaluate", 0)
+        for _ in range(500):
+            assert cached.is_enabled("vip", user_id="user_123") is True
+        after = plain.request("stats")["requests"].get("evaluate", 0)
+    assert after == before
 
 
 def test_cache_flips_within_the_push_latency_after_a_file_edit(agent: Agent, cached_own: FlagClient) -> None:
