@@ -38,13 +38,16 @@ class SourceOutcome:
     error: str | None
 
 
-def read_stable(path: str, *, settle: float = SETTLE_SECONDS) -> bytes:
+def read_stable(path: str, *, settle: float = SETTLE_SECONDS, first: bytes | None = None) -> bytes:
     """Read a whole file, again and again until two reads a moment apart agree.
+
+    Args:
+        first: a read already made, to compare the next one with.
 
     Raises:
         OSError: the file cannot be opened or read.
     """
-    previous = _read(path)
+    previous = _read(path) if first is None else first
     for _ in range(MAX_READS):
         time.sleep(settle)
         current = _read(path)
@@ -67,7 +70,12 @@ def load_source(previous: SourceState, options: LoadOptions, *, settle: float = 
     """Load the newest version of one source, keeping ``previous`` when it cannot be loaded."""
     path = previous.path
     try:
-        data = read_stable(path, settle=settle)
+        first = _read(path)
+        if content_hash(first) == previous.content_hash:
+            # What is served already: nothing to settle (the agent's own write lands here). If a
+            # writer is mid-way, its next write brings another change event.
+            return SourceOutcome(previous, None)
+        data = read_stable(path, settle=settle, first=first)
     except FileNotFoundError:
         return SourceOutcome(previous, f"{path}: file not found")
     except IsADirectoryError:

@@ -25,6 +25,7 @@ from .reloader import Reloader
 from .server import Server
 from .store import Store
 from .watcher import SourceWatcher
+from .writes import attach_writer
 
 log = logging.getLogger("flagsock")
 
@@ -105,7 +106,7 @@ async def run_agent(
         bound = open_listener(config, inherited)
         try:
             app = App(config, store, reloader, version=__version__)
-            _attach_writer(app, config)
+            attach_writer(app, config)
             server = Server(app, bound.sock, max_connections=config.max_connections,
                             max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)
             reloader.on_reload.append(lambda result: notifier.status(status_line(store)))
@@ -137,14 +138,6 @@ async def run_agent(
             if bound.owned:
                 bound.sock.close()
     log.info("stopped")
-
-
-def _attach_writer(app: App, config: ServeConfig) -> None:
-    try:
-        from .writes import attach_writer
-    except ImportError:
-        return
-    attach_writer(app, config)
 
 
 async def _handle_signals(signals: Any, reloader: Reloader, notifier: Any, store: Store, stop: trio.Event) -> None:

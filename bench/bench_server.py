@@ -49,7 +49,7 @@ import gen_flags  # noqa: E402
 
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-START_TIMEOUT = 60.0
+START_TIMEOUT = 180.0
 
 
 # --- processes -------------------------------------------------------------------------------

@@ -87,10 +87,11 @@ def _constant_path(parts: list[str] | None, default_node: Node) -> Evaluator:
 def compile_var(c: Compiler, args: Sequence[Arg], path: str) -> Node:
     """``{"var": path}`` or ``{"var": [path, default]}``."""
     # The schema refuses only the plain-string form; ["$flagd.x"] slips through it.
-    if is_bare(args, path) and type(args[0][0]) is str and args[0][0].startswith("$flagd.") and args[0][0] not in FLAGD_PROPERTIES:
+    name = args[0][0] if is_bare(args, path) else None
+    if type(name) is str and name.startswith("$flagd.") and name not in FLAGD_PROPERTIES:
         c.problem(
-            args[0][1],
-            f"{args[0][0]!r} is not a flagd property; flagd provides "
+            path,
+            f"{name!r} is not a flagd property; flagd provides "
             + " and ".join(f'"{name}"' for name in FLAGD_PROPERTIES),
         )
     key_node = c.compile(*args[0]) if args else Const(None)

@@ -22,7 +22,7 @@ from .jsvalues import (
     strict_equals,
     truthy,
 )
-from .nodes import Arg, Compiler, Const, Evaluator, Node, as_function, eager, expect_operands, fold
+from .nodes import Arg, Compiler, Const, Evaluator, Node, OpCompiler, as_function, eager, expect_operands, fold
 
 
 def compile_if(c: Compiler, args: Sequence[Arg], path: str) -> Node:
@@ -49,7 +49,9 @@ def compile_if(c: Compiler, args: Sequence[Arg], path: str) -> Node:
     if len(branches) == 1:
         ((condition, then),) = branches
         then_function = as_function(then)
-        return lambda data: then_function(data) if truthy(condition(data)) else else_function(data)  # type: ignore[operator]
+        return lambda data: (
+            then_function(data) if truthy(condition(data)) else else_function(data)  # type: ignore[operator]
+        )
     pairs = [(condition, as_function(then)) for condition, then in branches]
 
     def if_chain(data: Any) -> Any:
@@ -77,7 +79,7 @@ def _or(*values: Any) -> Any:
     return value
 
 
-def _short_circuit(name: str, stop_when: bool, combine: Callable[..., Any]) -> Callable[[Compiler, Sequence[Arg], str], Node]:
+def _short_circuit(name: str, stop_when: bool, combine: Callable[..., Any]) -> OpCompiler:
     """Build ``and`` (stops at the first falsy operand) or ``or`` (at the first truthy)."""
 
     def compile_short_circuit(c: Compiler, args: Sequence[Arg], path: str) -> Node:
@@ -113,7 +115,7 @@ compile_and = _short_circuit("and", False, _and)
 compile_or = _short_circuit("or", True, _or)
 
 
-def _unary(name: str, impl: Callable[[Any], bool]) -> Callable[[Compiler, Sequence[Arg], str], Node]:
+def _unary(name: str, impl: Callable[[Any], bool]) -> OpCompiler:
     """Build ``!``/``!!``: the first operand, with or without the array around it."""
 
     def compile_unary(c: Compiler, args: Sequence[Arg], path: str) -> Node:
@@ -144,7 +146,7 @@ def _equals_constant_string(subject: Evaluator, text: str, loose: bool, negate: 
     return equals
 
 
-def _equality(name: str, equals: Callable[[Any, Any], bool], negate: bool) -> Callable[[Compiler, Sequence[Arg], str], Node]:
+def _equality(name: str, equals: Callable[[Any, Any], bool], negate: bool) -> OpCompiler:
     """Build ``==``, ``!=``, ``===`` or ``!==``."""
     loose = equals is loose_equals
     impl = (lambda left, right: not equals(left, right)) if negate else equals
@@ -191,7 +193,7 @@ def _ordering_against_constant(
 
 def _ordering(
     name: str, compare: Callable[[Any, Any], bool], fast: Callable[[Any, Any], bool], between: bool
-) -> Callable[[Compiler, Sequence[Arg], str], Node]:
+) -> OpCompiler:
     """Build ``<``, ``<=`` (which also take 3 operands, "between") or ``>``, ``>=``.
 
     ``fast`` is Python's operator, which agrees with JavaScript's for two numbers (NaN

@@ -12,7 +12,7 @@ import math
 from typing import Any, Callable, Sequence
 
 from .jsvalues import INF, less_than, to_number, to_string
-from .nodes import Arg, Compiler, Const, Node, as_function, eager, expect_operands, fold
+from .nodes import Arg, Compiler, Const, Node, OpCompiler, as_function, eager, expect_operands, fold
 
 _ABSENT = object()  # an operand the rule left out (JavaScript's undefined)
 
@@ -89,7 +89,7 @@ def compile_substr(c: Compiler, args: Sequence[Arg], path: str) -> Node:
     return eager(substr, [c.compile(raw, arg_path) for raw, arg_path in args[:3]])
 
 
-def _string_test(name: str, test: Callable[[str, str], bool], affix_name: str) -> Callable[[Compiler, Sequence[Arg], str], Node]:
+def _string_test(name: str, test: Callable[[str, str], bool], affix_name: str) -> OpCompiler:
     """Build the compile function of ``starts_with``/``ends_with``."""
 
     def compile_string_test(c: Compiler, args: Sequence[Arg], path: str) -> Node:
@@ -113,7 +113,9 @@ def _string_test(name: str, test: Callable[[str, str], bool], affix_name: str) -
         subject, affix = nodes
         if isinstance(affix, Const) and type(affix.value) is str:
             fixed = affix.value
-            return lambda data: test(text, fixed) if type(text := subject(data)) is str else None  # type: ignore[operator]
+            return lambda data: (
+                test(text, fixed) if type(text := subject(data)) is str else None  # type: ignore[operator]
+            )
         return eager(compare, nodes)
 
     return compile_string_test

@@ -33,6 +33,9 @@ def load_json(*parts: str) -> Any:
     return json.loads(conformance_path(*parts).read_text(encoding="utf-8"))
 
 
+_FLAG_STEP = re.compile(r'a String-flag with key "([^"]*)" and a (?:fallback|default) value "([^"]*)"')
+
+
 @dataclass
 class Example:
     """One row of one scenario: everything needed to evaluate a flag and check it."""
@@ -102,7 +105,7 @@ def examples(*parts: str) -> list[Example]:
             pending_tags, header = set(), None
             if line.startswith("Scenario:"):
                 found.append(scenario)
-        elif scenario is not None and (match := re.search(r'a String-flag with key "([^"]*)" and a (?:fallback|default) value "([^"]*)"', line)):
+        elif scenario is not None and (match := _FLAG_STEP.search(line)):
             scenario.flag_key, scenario.fallback = match[1], match[2]
         elif scenario is not None and line.startswith(("Given", "And", "Then", "When")):
             scenario.steps.append(line)

@@ -60,7 +60,9 @@ json_values = st.recursive(
     lambda child: st.one_of(st.lists(child, max_size=3), st.dictionaries(st.text(max_size=6), child, max_size=3)),
     max_leaves=8,
 )
-CONTEXT_KEYS = ["targetingKey", "email", "version", "id", "num", "tier", "color", "user", "time", "missing_key", "hashing_input"]
+CONTEXT_KEYS = [
+    "targetingKey", "email", "version", "id", "num", "tier", "color", "user", "time", "missing_key", "hashing_input",
+]
 
 
 def _testbed_rules() -> list[tuple[str, Any]]:

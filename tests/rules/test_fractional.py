@@ -14,7 +14,9 @@ from agent.rules.cbor import encode
 FOUR_SUITS = [["clubs", 25], ["diamonds", 25], ["hearts", 25], ["spades", 25]]
 
 
-def fractional(rule_args: list, context: dict, version: str = "v2", *, flag_key: str = "flag", strict: bool = True) -> Any:
+def fractional(
+    rule_args: list, context: dict, version: str = "v2", *, flag_key: str = "flag", strict: bool = True
+) -> Any:
     fn = compile_rule({"fractional": rule_args}, flag_key=flag_key, fractional=version, strict=strict)
     return fn(context)
 

@@ -179,7 +179,11 @@ def test_cat_stringifies_like_javascript() -> None:
         ({"cat": [{"var": "x"}]}, {"x": [1, None, [2, 3]]}, "1,,2,3"),
         ({"cat": [{"var": "x"}]}, {"x": {"a": 1}}, "[object Object]"),
         ({"cat": [0.1, 1e21, 1e-7, 123456789.125]}, None, "0.11e+211e-7123456789.125"),
-        ({"cat": [{"var": "$flagd.flagKey"}, {"var": "user.name"}]}, {"$flagd": {"flagKey": "f"}, "user": {"name": "jack"}}, "fjack"),
+        (
+            {"cat": [{"var": "$flagd.flagKey"}, {"var": "user.name"}]},
+            {"$flagd": {"flagKey": "f"}, "user": {"name": "jack"}},
+            "fjack",
+        ),
     ])
 
 
@@ -214,12 +218,12 @@ def test_in_is_substring_for_strings_and_strict_membership_for_arrays() -> None:
 
 
 def test_map_filter_reduce_scope_var_to_the_item() -> None:
-    data = {"integers": [1, 2, 3, 4, 5], "pies": [{"filling": "apple"}, {"filling": "cherry"}]}
+    data = {"integers": [1, 2, 3, 4, 5], "list": [1], "pies": [{"filling": "apple"}, {"filling": "cherry"}]}
     check([
         ({"map": [{"var": "integers"}, {"*": [{"var": ""}, 2]}]}, data, [2, 4, 6, 8, 10]),
         ({"filter": [{"var": "integers"}, {"%": [{"var": ""}, 2]}]}, data, [1, 3, 5]),
         ({"reduce": [{"var": "integers"}, {"+": [{"var": "current"}, {"var": "accumulator"}]}, 0]}, data, 15),
-        ({"reduce": [{"var": "integers"}, {"+": [{"var": "current"}, {"var": "accumulator"}]}, {"var": "integers.0"}]}, data, 16),
+        ({"reduce": [{"var": "integers"}, {"+": [{"var": "current"}, {"var": "accumulator"}]}, {"var": "list.0"}]}, data, 16),
         ({"map": [{"var": "pies"}, {"var": "filling"}]}, data, ["apple", "cherry"]),
         ({"map": [{"var": "nothing"}, {"var": ""}]}, data, []),
         ({"filter": [{"var": "nothing"}, True]}, data, []),

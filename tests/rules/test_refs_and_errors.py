@@ -15,7 +15,8 @@ EVALUATORS = {
 def test_resolve_refs_replaces_references_recursively_and_leaves_the_input_alone() -> None:
     rule = {"if": [{"$ref": "is_ballmer_or_gates"}, "hi", "bye"]}
     resolved = resolve_refs(rule, EVALUATORS)
-    assert resolved == {"if": [{"or": [EVALUATORS["is_ballmer"], {"==": ["gates@macrosoft.com", {"var": "email"}]}]}, "hi", "bye"]}
+    gates = {"==": ["gates@macrosoft.com", {"var": "email"}]}
+    assert resolved == {"if": [{"or": [EVALUATORS["is_ballmer"], gates]}, "hi", "bye"]}
     assert rule == {"if": [{"$ref": "is_ballmer_or_gates"}, "hi", "bye"]}
     fn = compile_rule(resolved, flag_key="f")
     assert fn({"email": "gates@macrosoft.com"}) == "hi"
