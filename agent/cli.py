@@ -310,7 +310,8 @@ def cmd_flags(args: argparse.Namespace) -> int:
             shown = f"error {item['error']['code']}: {item['error']['message']}"
         else:
             value = json.dumps(item["value"], ensure_ascii=False) if "value" in item else "(no value)"
-            shown = f"{value}  ({item['reason']}, variant {item.get('variant')})"
+            variant = item.get("variant")
+            shown = f"{value}  ({item['reason']}" + (f", variant {variant})" if variant is not None else ")")
         print(f"{key:<{width}}  {shown}")
     return 0
 

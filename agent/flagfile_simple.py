@@ -43,7 +43,7 @@ VARIANTS: Mapping[str, bool] = FrozenDict(on=True, off=False)
 
 def rollout_bucket(flag_key: str, targeting_key: str) -> int:
     """The user's bucket, 0-99, for ``flag_key``: flagd's v2 fractional bucketing over 100."""
-    return (mmh3.hash(flag_key + targeting_key, 0, signed=False) * 100) >> 32
+    return (mmh3.hash((flag_key + targeting_key).encode("utf-8", "surrogatepass"), 0, signed=False) * 100) >> 32
 
 
 def compile_simple_flag(key: str, raw: dict, path: str, *, source: str, metadata: Mapping[str, Any],
@@ -87,12 +87,14 @@ def _rollout_resolver(key: str, pct: float, users: frozenset[str], metadata: Map
     off = variant_table(key, "off", False, TARGETING_MATCH, metadata)
     unknown = variant_table(key, "off", False, DEFAULT, metadata)
     hash32 = mmh3.hash
+    key_bytes = key.encode("utf-8", "surrogatepass")
 
     def resolve(context: Mapping[str, Any] | None, expected_type: str | None, now: int | None) -> Resolution | None:
         user = context.get("targetingKey") if context else None
         if type(user) is not str or not user:
             return unknown[expected_type]
-        if user in users or (hash32(key + user, 0, signed=False) * 100) >> 32 < pct:
+        # Bytes, never str: mmh3 crashes the process on a str holding a lone surrogate.
+        if user in users or (hash32(key_bytes + user.encode("utf-8", "surrogatepass"), 0, signed=False) * 100) >> 32 < pct:
             return on[expected_type]
         return off[expected_type]
 

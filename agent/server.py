@@ -60,13 +60,9 @@ def _plain(obj: Any) -> Any:
 
 
 def loads(line: bytes) -> Any:
-    """orjson first; the stdlib for what orjson refuses but JSON allows (integers past 64 bits)."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        import json
-
-        return json.loads(line)
+    """orjson, strictly: it refuses what is not Unicode (a lone surrogate escape) and what is not
+    JSON (``NaN``), which the stdlib would let through to the evaluator."""
+    return orjson.loads(line)
 
 
 def error_line(request_id: Any, code: str, message: str) -> bytes:

@@ -142,3 +142,26 @@ def test_sighup_reloads(seed_file, sock_dir):
         code, err = agent.stop()
     assert code == 0
     assert "SIGHUP" in err
+
+
+def test_serve_raises_its_open_file_soft_limit_to_fit_max_connections(seed_file, sock_dir):
+    """Started with a soft limit of 256, the agent lifts it to fit --max-connections 2000."""
+    import subprocess
+    import sys
+
+    sock = sock_dir / "nofile.sock"
+    code = (
+        "import resource, runpy, sys;"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]));"
+        f"sys.argv = ['flagsock', 'serve', '--flags', {str(seed_file)!r}, '--socket', {str(sock)!r}, '--max-connections', '2000'];"
+        "runpy.run_module('agent', run_name='__main__')"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_socket(sock, proc)
+        limits = open(f"/proc/{proc.pid}/limits").read()
+        soft = next(line for line in limits.splitlines() if line.startswith("Max open files")).split()[3]
+        assert int(soft) >= 2000 + 64
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)

@@ -98,6 +98,9 @@ async def test_any_lines_get_exactly_one_answer_each_and_no_traceback(start_agen
     b'{"op":"ping","id":"\xff\xfe"}',
     b'{"op":"ping\x00"}',
     b"\x00" * 1000,
+    # A lone surrogate is valid JSON text but not Unicode: it must never reach MurmurHash3.
+    b'{"op":"evaluate","flag":"new_checkout_flow","context":{"targetingKey":"\\ud800"}}',
+    b'{"op":"evaluate_all","context":{"targetingKey":"x\\udfff","n":123456789012345678901234567890}}',
 ])
 async def test_pathological_lines_are_answered_and_the_connection_survives(start_agent, seed_file, payload):
     running = await start_agent([seed_file])
