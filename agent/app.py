@@ -10,6 +10,7 @@ from typing import Any
 
 from protocol.errors import PermissionDenied
 
+from .accounts import group_id, user_id
 from .config import ServeConfig
 from .peer import Peer
 from .reloader import Reloader
@@ -25,8 +26,8 @@ class WriteAccess:
     def __init__(self, users: tuple[str, ...] = (), groups: tuple[str, ...] = ()) -> None:
         self.uids = {os.geteuid(), 0}
         for user in users:
-            self.uids.add(_uid(user))
-        self.gids = {_gid(g) for g in groups}
+            self.uids.add(user_id(user, "--allow-write"))
+        self.gids = {group_id(g, "--allow-write-group") for g in groups}
         self.group_members = set()
         for g in groups:
             try:
@@ -46,24 +47,6 @@ class WriteAccess:
                 return False
             return name in self.group_members
         return False
-
-
-def _uid(user: str) -> int:
-    try:
-        return pwd.getpwnam(user).pw_uid
-    except KeyError:
-        if user.isdigit():
-            return int(user)
-        raise ValueError(f"--allow-write {user!r}: no such user") from None
-
-
-def _gid(group: str) -> int:
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        if group.isdigit():
-            return int(group)
-        raise ValueError(f"--allow-write-group {group!r}: no such group") from None
 
 
 class App:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -56,8 +56,17 @@ class FlagFileError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class Reusable(Protocol):
+    """A previous parse of the same source (a ParsedSource, or the loader's SourceState)."""
+
+    flags: Mapping[str, CompiledFlag]
+    signatures: Mapping[str, bytes]
+    context: bytes
+
+
 def parse_flag_document(
-    data: bytes, source: str, *, fractional: str = "v2", invalid_flags: str = "reject"
+    data: bytes, source: str, *, fractional: str = "v2", invalid_flags: str = "reject",
+    reuse: Reusable | None = None,
 ) -> ParsedSource:
     """Parse, validate and compile one flag file.
 
@@ -66,6 +75,9 @@ def parse_flag_document(
         source: the file's name, as problems should name it.
         fractional: bucketing version of flagd ``fractional`` rules, "v2" or "v3".
         invalid_flags: "reject" (any broken flag refuses the file) or "isolate".
+        reuse: the previous parse of this source: flags whose JSON and whose file context are
+            byte for byte the same are taken from it, not compiled again (an edit of a large
+            file usually changes a few flags).
 
     Raises:
         FlagFileError: the file cannot be served (see the module docstring).
@@ -75,15 +87,19 @@ def parse_flag_document(
     if invalid_flags not in ("reject", "isolate"):
         raise ValueError(f'invalid_flags must be "reject" or "isolate", not {invalid_flags!r}')
     doc = _decode(data, source)
+    context = orjson.dumps([fractional, invalid_flags, doc.get("metadata"), doc.get("$evaluators")])
     if "flags" in doc:
         reader = _DocumentReader(source, doc, fractional, strict=invalid_flags == "reject")
     else:
         reader = _FlatReader(source, doc)
+    if reuse is not None and reuse.context == context:
+        reader.reuse = reuse
     flags, problems = reader.read()
     if problems and (invalid_flags == "reject" or reader.fatal):
         raise FlagFileError(problems)
     return ParsedSource(source=source, format=reader.format, flags=MappingProxyType(flags),
-                        problems=tuple(problems), document=doc, metadata=reader.metadata)
+                        problems=tuple(problems), document=doc, metadata=reader.metadata,
+                        signatures=MappingProxyType(reader.signatures), context=context)
 
 
 def _decode(data: bytes, source: str) -> dict:
@@ -113,6 +129,8 @@ class _Reader:
         self.source = source
         self.problems: list[Problem] = []
         self.fatal = False  # a problem of the file itself: refused whatever invalid_flags says
+        self.reuse: Reusable | None = None
+        self.signatures: dict[str, bytes] = {}
 
     def file_problem(self, path: str, message: str) -> None:
         self.problems.append(Problem(self.source, path, message))
@@ -120,7 +138,15 @@ class _Reader:
 
     def read(self) -> tuple[dict[str, CompiledFlag], list[Problem]]:
         flags: dict[str, CompiledFlag] = {}
+        signatures = self.signatures
+        old_flags = self.reuse.flags if self.reuse is not None else EMPTY
+        old_signatures = self.reuse.signatures if self.reuse is not None else EMPTY
         for key, raw, path, kind in self.entries():
+            signature = signatures[key] = orjson.dumps([kind, raw])
+            old = old_flags.get(key)
+            if old is not None and not old.problems and old_signatures.get(key) == signature:
+                flags[key] = old
+                continue
             found: list[Problem] = []
             flag = self.compile(key, raw, path, kind, found)
             if found:

@@ -8,7 +8,6 @@ only when nothing answers on it; a live agent or a file that is not a socket is 
 from __future__ import annotations
 
 import errno
-import grp
 import logging
 import os
 import socket
@@ -16,6 +15,8 @@ import stat
 from contextlib import suppress as _suppress
 
 import attrs
+
+from .accounts import group_id
 
 log = logging.getLogger("flagsock.listener")
 
@@ -51,7 +52,10 @@ def bind_unix(path: str, *, mode: int = 0o660, group: str | None = None, backlog
     if not os.path.isdir(directory):
         raise ListenerError(f"cannot create socket {path}: directory {directory} does not exist")
     _clear_stale(path)
-    gid = _group_id(group) if group else None
+    try:
+        gid = group_id(group, "--socket-group") if group else None
+    except ValueError as exc:
+        raise ListenerError(str(exc)) from None
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     if len(tmp.encode()) > 107:
         raise ListenerError(f"socket path {path} is too long for a Unix socket (at most ~100 bytes)")
@@ -96,12 +100,3 @@ def _clear_stale(path: str) -> None:
         raise ListenerError(f"another process is already serving on {path}; stop it or choose another --socket")
     finally:
         probe.close()
-
-
-def _group_id(group: str) -> int:
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        if group.isdigit():
-            return int(group)
-        raise ListenerError(f"--socket-group {group!r}: no such group") from None

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import attrs
 
 from .flagfile import FlagFileError, parse_flag_document
-from .snapshot import SourceState, diff_flags, merge_sources
-from .store import Prepared
+from .model import ParsedSource
+from .snapshot import Prepared, SourceState, diff_flags, merge_sources
 
 #: Pause between the two reads that must agree before a file's content is trusted.
 SETTLE_SECONDS = 0.015
@@ -93,19 +93,17 @@ def load_source(previous: SourceState, options: LoadOptions, *, settle: float = 
 def parse_source(path: str, data: bytes, digest: str, previous: SourceState, options: LoadOptions) -> SourceOutcome:
     try:
         parsed = parse_flag_document(
-            data, path, fractional=options.fractional, invalid_flags=options.invalid_flags
+            data, path, fractional=options.fractional, invalid_flags=options.invalid_flags, reuse=previous
         )
     except FlagFileError as exc:
         return SourceOutcome(previous, str(exc))
-    state = SourceState(
-        path=path,
-        content_hash=digest,
-        format=parsed.format,
-        flags=parsed.flags,
-        problems=tuple(parsed.problems),
-        document=parsed.document,
-    )
-    return SourceOutcome(state, None)
+    return SourceOutcome(source_state(path, digest, parsed), None)
+
+
+def source_state(path: str, digest: str, parsed: ParsedSource) -> SourceState:
+    """What a snapshot keeps of a parsed source (not the decoded document: nothing reads it)."""
+    return SourceState(path=path, content_hash=digest, format=parsed.format, flags=parsed.flags,
+                       problems=tuple(parsed.problems), signatures=parsed.signatures, context=parsed.context)
 
 
 def prepare(

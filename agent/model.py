@@ -175,3 +175,8 @@ class ParsedSource:
     problems: tuple[Problem, ...]
     document: Any = attrs.field(repr=False, eq=False)
     metadata: Mapping[str, Any] = EMPTY
+    #: Per flag key, the flag's JSON exactly as read (type-exact: ``true`` is not ``1``), and
+    #: what every flag of the file depends on (options, file metadata, ``$evaluators``): a later
+    #: parse reuses a compiled flag whose both are unchanged instead of compiling it again.
+    signatures: Mapping[str, bytes] = attrs.field(default=EMPTY, repr=False, eq=False)
+    context: bytes = attrs.field(default=b"", repr=False, eq=False)

@@ -5,6 +5,12 @@ batch and sends the answers in one write, so pipelined requests cost one syscall
 rather than per request. A client that does not read is given ``send_timeout`` and then
 disconnected; a subscriber that falls behind by ``subscriber_queue`` events likewise. Nothing a
 client sends, and no way it can leave, reaches the log as a traceback or stops the server.
+
+Reads and writes go straight to the socket and fall back to Trio's waiting (``wait_readable``,
+the timed, locked ``send_all``) only when the kernel has nothing to read or no room to write:
+per batch, a cancel scope, a deadline and a lock cost more than answering the request itself
+(bench/RESULTS.md). Shutdown shuts the reading side of each socket, so a waiting read ends
+as at end-of-file and a batch under way is finished and sent.
 """
 
 from __future__ import annotations
@@ -72,14 +78,14 @@ def error_line(request_id: Any, code: str, message: str) -> bytes:
 
 
 class Connection:
-    __slots__ = ("stream", "peer", "subscription", "send_lock", "idle_scope", "number")
+    __slots__ = ("stream", "raw", "peer", "subscription", "send_lock", "number")
 
-    def __init__(self, stream: trio.SocketStream, peer: Peer, number: int) -> None:
-        self.stream = stream
+    def __init__(self, raw: socket.socket, peer: Peer, number: int) -> None:
+        self.raw = raw
+        self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
         self.peer = peer
         self.subscription: Any = None
         self.send_lock = trio.StrictFIFOLock()
-        self.idle_scope: trio.CancelScope | None = None
         self.number = number
 
 
@@ -111,17 +117,20 @@ class Server:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Accept connections until shutdown; returns once every connection has ended."""
         self.sock.setblocking(False)
-        listener = trio.socket.from_stdlib_socket(self.sock)
         async with trio.open_nursery() as nursery:
             with trio.CancelScope() as self._accept_scope:
                 task_status.started()
-                await self._accept_loop(listener, nursery)
+                await self._accept_loop(nursery)
 
-    async def _accept_loop(self, listener: trio.socket.SocketType, nursery: trio.Nursery) -> None:
+    async def _accept_loop(self, nursery: trio.Nursery) -> None:
         stats = self.app.stats
+        sock = self.sock
         while not self.closing:
             try:
-                client, _ = await listener.accept()
+                client, _ = sock.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
             except OSError as exc:
                 if exc.errno in _ACCEPT_RETRY_ERRNOS:
                     log.warning("cannot accept a connection (%s); retrying in 100 ms", exc.strerror)
@@ -132,12 +141,14 @@ class Server:
                 stats.connections_refused += 1
                 nursery.start_soon(self._refuse_busy, client)
                 continue
+            client.setblocking(False)
             stats.connections_open += 1
             stats.connections_total += 1
             nursery.start_soon(self._handle, client, stats.connections_total)
 
-    async def _refuse_busy(self, client: trio.socket.SocketType) -> None:
-        stream = trio.SocketStream(client)
+    async def _refuse_busy(self, client: socket.socket) -> None:
+        client.setblocking(False)
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(client))
         with trio.move_on_after(1.0):
             try:
                 await stream.send_all(error_line(
@@ -155,8 +166,11 @@ class Server:
         if self._accept_scope is not None:
             self._accept_scope.cancel()
         for conn in list(self._connections):
-            if conn.idle_scope is not None:
-                conn.idle_scope.cancel()
+            # A waiting receive returns end-of-file; a batch under way finishes first.
+            try:
+                conn.raw.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
 
     @property
     def connection_count(self) -> int:
@@ -165,9 +179,9 @@ class Server:
     async def wait_connections_closed(self) -> None:
         await self._all_closed.wait()
 
-    async def _handle(self, client: trio.socket.SocketType, number: int) -> None:
-        stream = trio.SocketStream(client)
-        conn = Connection(stream, peer_of(client), number)
+    async def _handle(self, client: socket.socket, number: int) -> None:
+        conn = Connection(client, peer_of(client), number)
+        stream = conn.stream
         self._connections.add(conn)
         self._all_closed = trio.Event() if len(self._connections) == 1 else self._all_closed
         try:
@@ -194,18 +208,28 @@ class Server:
 
     async def _read_loop(self, conn: Connection, nursery: trio.Nursery) -> None:
         decoder = LineDecoder(self.max_line_bytes)
-        stream = conn.stream
+        recv = conn.raw.recv
         pumping = False
+        waited = False
         while not self.closing:
-            data = b""
-            with trio.CancelScope() as conn.idle_scope:
+            # Read straight from the socket; wait only when nothing is there. A connection
+            # whose bytes are always ready still yields once a batch, so none can starve others.
+            try:
+                data = recv(RECEIVE_SIZE)
+            except BlockingIOError:
                 try:
-                    data = await stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    await trio.lowlevel.wait_readable(conn.raw)
+                except trio.ClosedResourceError:
                     raise _Gone from None
-            conn.idle_scope = None
+                waited = True
+                continue
+            except OSError:
+                raise _Gone from None
+            if not waited:
+                await trio.lowlevel.checkpoint()
+            waited = False
             if not data:
-                return  # EOF (or shutdown cancelled the wait)
+                return  # EOF (or shutdown() shut the reading side)
             out: list[bytes] = []
             for item in decoder.feed(data):
                 if item is LINE_TOO_LONG:
@@ -276,6 +300,18 @@ class Server:
         return encode({"id": request_id, "ok": True, "result": result})
 
     async def _send(self, conn: Connection, data: bytes) -> None:
+        if not conn.send_lock.locked():
+            # Fast path: no other send is under way on this connection, so writing straight
+            # away keeps the order; usually the kernel takes it all and no timer is needed.
+            try:
+                sent = conn.raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                raise _Gone from None
+            if sent == len(data):
+                return
+            data = data[sent:]
         with trio.move_on_after(self.send_timeout) as scope:
             async with conn.send_lock:
                 try:

@@ -28,7 +28,9 @@ class SourceState:
     format: str | None = None
     flags: Mapping[str, Any] = EMPTY
     problems: tuple[Any, ...] = ()
-    document: Any = None
+    #: What the next parse of this source needs to reuse unchanged flags (see parse_flag_document).
+    signatures: Mapping[str, bytes] = EMPTY
+    context: bytes = b""
 
     @property
     def loaded(self) -> bool:
@@ -83,3 +85,14 @@ def diff_flags(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, str]
         if key not in new:
             changes[key] = "removed"
     return changes
+
+
+@attrs.frozen
+class Prepared:
+    """A candidate snapshot, computed off the event loop, ready to be swapped in."""
+
+    sources: tuple[SourceState, ...]
+    flags: Any
+    content_hash: str
+    changes: dict[str, str]
+    base_revision: int

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import trio
 
-from .snapshot import Snapshot, SourceState, diff_flags, merge_sources
+from .snapshot import Prepared, Snapshot, SourceState, diff_flags, merge_sources
 
 log = logging.getLogger("flagsock.store")
 
@@ -33,17 +33,6 @@ class SourceError:
 
     def to_wire(self) -> dict[str, Any]:
         return {"message": self.message, "source": self.source, "at": iso_time(self.at)}
-
-
-@attrs.frozen
-class Prepared:
-    """A candidate snapshot, computed off the event loop, ready to be swapped in."""
-
-    sources: tuple[SourceState, ...]
-    flags: Any
-    content_hash: str
-    changes: dict[str, str]
-    base_revision: int
 
 
 class Subscription:

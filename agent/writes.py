@@ -30,7 +30,7 @@ from .converter import child_path
 from .docedit import DEFAULT_LAYOUT, apply_delete, apply_set, detect_layout, render
 from .durable import NOT_WRITABLE_ERRNOS, read_current, remove_stale_temps, replace_durably, why_not_writable
 from .flagfile import FlagFileError, parse_flag_document
-from .loader import SourceOutcome, build, content_hash
+from .loader import SourceOutcome, build, content_hash, source_state
 from .peer import Peer
 from .reloader import ReloadResult
 from .snapshot import SourceState
@@ -132,7 +132,8 @@ class Writer:
         doc, layout, text = self._decode(data)
         new_data = render(text, doc, edit(doc), layout)
         try:
-            parsed = parse_flag_document(new_data, path, fractional=self.fractional, invalid_flags="reject")
+            parsed = parse_flag_document(new_data, path, fractional=self.fractional, invalid_flags="reject",
+                                         reuse=served)
         except FlagFileError as exc:
             raise InvalidFlag(f"the change would make {path} invalid, so nothing was written: "
                               + "; ".join(_where(p, flag) + p.message for p in exc.problems)) from None
@@ -145,8 +146,7 @@ class Writer:
                     raise ReadOnly(f"cannot write {path}: {exc.strerror} (the agent runs as uid {os.geteuid()}); "
                                    "nothing was changed") from None
                 raise ProtocolError(f"could not write {path}: {exc.strerror or exc}; nothing was changed") from None
-        state = SourceState(path=path, content_hash=content_hash(new_data), format=parsed.format,
-                            flags=parsed.flags, problems=tuple(parsed.problems), document=parsed.document)
+        state = source_state(path, content_hash(new_data), parsed)
         return _Written(SourceOutcome(state, None), wrote)
 
     def _decode(self, data: bytes | None) -> tuple[dict, Any, str | None]:

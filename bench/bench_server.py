@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import gen_flags  # noqa: E402
+import gen_flags
 
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -113,10 +113,9 @@ class Server:
         """Start and wait for the first good answer; ``start_seconds`` is how long that took."""
         if os.path.exists(self.sock_path):
             os.unlink(self.sock_path)
-        log = open(self.log_path, "ab")
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen(pinning.server(self.cmd), stdout=log, stderr=log, cwd=self.cwd)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            t0 = time.monotonic()
+            self.proc = subprocess.Popen(pinning.server(self.cmd), stdout=log, stderr=log, cwd=self.cwd)
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with status {self.proc.returncode}:\n{self.log_tail()}")
@@ -313,7 +312,7 @@ def ms(us: float) -> str:
 
 def throughput_scenarios(rep: Report, load: Load, ag: Server, ref: Server, secs: float, warm: float,
                          repeat: int) -> None:
-    kw = dict(seconds=secs, warmup=warm)
+    kw = {"seconds": secs, "warmup": warm}
     a, r = best_of(load, [ag, ref], evaluate_lines("bench-static"), repeat, **kw)
     rep.load_block("static evaluate (simple format), 16 connections", a, r)
     rep.target("static evaluate throughput >= 0.9x reference", a["rps"] >= 0.9 * r["rps"],
@@ -481,7 +480,7 @@ def profile(load: Load, ag: Server, secs: float, workdir: str) -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         gen.communicate()
         if not os.path.exists(out):
-            print(f"\nprofile: py-spy could not sample the agent (ptrace not permitted?); skipped")
+            print("\nprofile: py-spy could not sample the agent (ptrace not permitted?); skipped")
             return
         summarize_profile(out, f"evaluate {flag}, 16 connections")
 
@@ -490,14 +489,15 @@ def summarize_profile(path: str, title: str, top: int = 18) -> None:
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in open(path):
-        stack, _, n = line.rstrip().rpartition(" ")
-        count = int(n)
-        total += count
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-        own[frames[-1]] += count
-        for f in set(frames):
-            inclusive[f] += count
+    with open(path) as samples:
+        for line in samples:
+            stack, _, n = line.rstrip().rpartition(" ")
+            count = int(n)
+            total += count
+            frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+            own[frames[-1]] += count
+            for f in set(frames):
+                inclusive[f] += count
     print(f"\nprofile: {title}; {total:,} samples of the thread holding the GIL")
     print("  own time (the function itself)                      inclusive (with what it calls)")
     inc = [(f, n) for f, n in inclusive.most_common() if not re.search(r"runpy|__main__|cli.py|_run.py\)$", f)]
@@ -576,7 +576,7 @@ def main() -> int:
         servers.append(ag)
         ref = reference(workdir, "reference", [simple, flagd], "bench-static").start(pinning)
         servers.append(ref)
-        print(f"1,000 flags served (500 simple + 500 flagd: 6 in 10 static, 4 in 10 allow list + fractional)")
+        print("1,000 flags served (500 simple + 500 flagd: 6 in 10 static, 4 in 10 allow list + fractional)")
 
         if "load" in parts:
             throughput_scenarios(rep, load, ag, ref, secs, warm, repeat)

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +34,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import bench_server as bench  # noqa: E402
-import gen_flags  # noqa: E402
+import bench_server as bench
+import gen_flags
 
 WRITTEN_FLAG = "soak-written"
 
@@ -87,7 +86,10 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--flags", type=int, default=1000, help="flags in the reload file (default 1000)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--agent-tree", metavar="DIR", help="import the agent from DIR (see bench_server.py)")
     args = parser.parse_args()
+    if args.agent_tree:
+        bench.AGENT_TREE = Path(args.agent_tree).resolve()
     seconds = args.minutes * 60
     warmup = min(60.0, seconds / 4)
 

@@ -60,8 +60,12 @@ class LineDecoder:
             Whole lines (without the newline or a ``\\r`` before it; blank lines are
             skipped) and :data:`LINE_TOO_LONG` for each line that went past the limit.
         """
-        out: list[bytes | _TooLong] = []
         buf = self._buf
+        if not buf and not self._discarding and data[-1:] == b"\n" and len(data) <= self._max:
+            # The common case: nothing held and only whole lines arrived, none of them over the
+            # limit; split them without copying the bytes through the buffer.
+            return [line[:-1] if line[-1] == 13 else line for line in data.split(b"\n") if line.strip(_BLANK)]
+        out: list[bytes | _TooLong] = []
         if self._discarding:
             nl = data.find(b"\n")
             if nl < 0:

@@ -41,7 +41,8 @@ def decode_request(line: bytes, loads: Loads = _std_loads) -> dict[str, Any]:
             ``BadRequest.request_id`` holds the ``id`` when the line was an object that had one,
             so the error can still echo it.
     """
-    m = _BARE_WORD.match(line)
+    # A JSON request never is a bare word: skip the pattern for those.
+    m = _BARE_WORD.match(line) if line[:1] != b"{" else None
     if m is not None and m.group(1) not in _JSON_WORDS:
         return {"op": m.group(1).decode("ascii")}
     try:
