@@ -27,6 +27,7 @@ empty, not JSON, not an object, not recognisably a flag file, or whose own ``met
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from hashlib import blake2b
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -142,9 +143,13 @@ class _Reader:
         old_flags = self.reuse.flags if self.reuse is not None else EMPTY
         old_signatures = self.reuse.signatures if self.reuse is not None else EMPTY
         for key, raw, path, kind in self.entries():
-            signature = signatures[key] = orjson.dumps([kind, raw])
+            # A digest, not the bytes: orjson hands back a buffer of 4 KiB or more per call.
+            signature = signatures[key] = blake2b(orjson.dumps([kind, raw]), digest_size=16).digest()
             old = old_flags.get(key)
             if old is not None and not old.problems and old_signatures.get(key) == signature:
+                # Keep the old objects, so that what a re-parse allocates is all garbage soon
+                # and the heap it used can be given back, not pinned by survivors among it.
+                signatures[key] = old_signatures[key]
                 flags[key] = old
                 continue
             found: list[Problem] = []

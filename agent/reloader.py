@@ -6,9 +6,12 @@ race to swap the snapshot, and a write never interleaves with a reload.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import trio
@@ -63,7 +66,8 @@ class Reloader:
             # file; do it in a worker thread, in slices, so the event loop gets the GIL between.
             old, snap = [snap], None
             del prepared
-            await trio.to_thread.run_sync(_release, old)
+            parsed = result.changed or bool(result.errors)
+            await trio.to_thread.run_sync(_release, old, parsed)
             return result
 
     def _apply(self, prepared: Prepared, outcomes: list[SourceOutcome], why: str) -> ReloadResult:
@@ -92,8 +96,12 @@ class Reloader:
         return self.store.install(prepared)
 
 
-def _release(box: list) -> None:
-    """Drop the last reference to an old snapshot, a slice of its flags at a time."""
+def _release(box: list, trim: bool) -> None:
+    """Drop the last reference to an old snapshot, a slice of its flags at a time.
+
+    After a parse, also hand the heap that parsing used and freed back to the system: the
+    decoded document of a large file is a transient peak that glibc would otherwise keep.
+    """
     snap = box.pop()
     keep = list(snap.flags.values())
     for source in snap.sources:
@@ -101,3 +109,15 @@ def _release(box: list) -> None:
     del snap
     while keep:
         del keep[-256:]
+    if trim and _malloc_trim is not None:
+        _malloc_trim(0)  # a ctypes call: the GIL is released while it runs
+
+
+def _find_malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim with
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
