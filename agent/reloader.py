@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 from collections.abc import Callable
@@ -53,24 +54,20 @@ class Reloader:
             collecting = gc.isenabled()
             gc.disable()
             try:
-                prepared, outcomes = await trio.to_thread.run_sync(
-                    lambda: prepare(snap.sources, snap.flags, snap.revision, self.options, settle=self.settle)
-                )
-                result = self._apply(prepared, outcomes, why)
-                if result.changed:
-                    gc.freeze()
+                work = functools.partial(prepare, snap.sources, snap.flags, snap.revision, self.options,
+                                         settle=self.settle)
+                del snap  # from here on the old snapshot is only the store's, to be freed off the loop
+                prepared, outcomes = await trio.to_thread.run_sync(work)
+                del work
+                errors = self._record(outcomes)
+                del outcomes
+                return await self.install(prepared, errors, parsed=True)
             finally:
                 if collecting:
                     gc.enable()
-            # Freeing the replaced snapshot's objects takes tens of milliseconds for a large
-            # file; do it in a worker thread, in slices, so the event loop gets the GIL between.
-            old, snap = [snap], None
-            del prepared
-            parsed = result.changed or bool(result.errors)
-            await trio.to_thread.run_sync(_release, old, parsed)
-            return result
 
-    def _apply(self, prepared: Prepared, outcomes: list[SourceOutcome], why: str) -> ReloadResult:
+    def _record(self, outcomes: list[SourceOutcome]) -> tuple[str, ...]:
+        """Health bookkeeping of one reload: which sources loaded and which did not, and why."""
         store = self.store
         errors = []
         for o in outcomes:
@@ -83,17 +80,28 @@ class Reloader:
             store.reloads_failed += 1
         else:
             store.reloads_ok += 1
-        changes = store.install(prepared)
-        if changes:
-            log.debug("reload (%s) changed %d flags", why, len(changes))
-        result = ReloadResult(store.snapshot.revision, bool(changes), tuple(errors))
+        return tuple(errors)
+
+    async def install(self, prepared: Prepared, errors: tuple[str, ...] = (), *, parsed: bool) -> ReloadResult:
+        """Swap ``prepared`` in (if it changed anything) and tell the ``on_reload`` callbacks.
+
+        The one way a snapshot is swapped, for reloads and writes alike; the caller holds
+        :attr:`lock`. ``parsed``: a file was parsed to build it, so the heap is worth trimming.
+        """
+        old = [self.store.snapshot]
+        changes = self.store.install(prepared)
+        del prepared
+        swapped = self.store.snapshot is not old[0]
+        if swapped:
+            gc.freeze()
+        result = ReloadResult(self.store.snapshot.revision, bool(changes), errors)
         for callback in self.on_reload:
             callback(result)
+        if swapped:
+            # Freeing the replaced snapshot takes tens of milliseconds for a large file: do it
+            # in a worker thread, in slices, so the event loop gets the GIL in between.
+            await trio.to_thread.run_sync(_release, old, parsed or bool(errors))
         return result
-
-    async def install(self, prepared: Prepared) -> dict[str, str]:
-        """Swap in a snapshot built elsewhere (a write); the caller holds :attr:`lock`."""
-        return self.store.install(prepared)
 
 
 def _release(box: list, trim: bool) -> None:

@@ -27,7 +27,7 @@ import trio
 from protocol import errors
 from protocol.errors import BadRequest, ProtocolError
 from protocol.framing import LINE_TOO_LONG, LineDecoder
-from protocol.messages import NO_ID, decode_request, std_dumps
+from protocol.messages import NO_ID, decode_request, error_message, ok_message, std_dumps
 
 from .ops import ASYNC_OPS, SYNC_OPS
 from .peer import Peer, peer_of
@@ -72,9 +72,7 @@ def loads(line: bytes) -> Any:
 
 
 def error_line(request_id: Any, code: str, message: str) -> bytes:
-    if request_id is NO_ID:
-        return encode({"ok": False, "error": {"code": code, "message": message}})
-    return encode({"id": request_id, "ok": False, "error": {"code": code, "message": message}})
+    return encode(error_message(request_id, code, message))
 
 
 class Connection:
@@ -283,9 +281,7 @@ class Server:
         except Exception:
             log.exception("internal error answering a request from %s", conn.peer.describe())
             return error_line(request_id, errors.INTERNAL, "internal error in the agent; it has been logged")
-        if request_id is NO_ID:
-            return encode({"ok": True, "result": result})
-        return encode({"id": request_id, "ok": True, "result": result})
+        return encode(ok_message(request_id, result))
 
     async def _answer_async(self, conn: Connection, fn: Any, request_id: Any, request: dict) -> bytes:
         try:
@@ -295,9 +291,7 @@ class Server:
         except Exception:
             log.exception("internal error answering %s from %s", request.get("op"), conn.peer.describe())
             return error_line(request_id, errors.INTERNAL, "internal error in the agent; it has been logged")
-        if request_id is NO_ID:
-            return encode({"ok": True, "result": result})
-        return encode({"id": request_id, "ok": True, "result": result})
+        return encode(ok_message(request_id, result))
 
     async def _send(self, conn: Connection, data: bytes) -> None:
         if not conn.send_lock.locked():

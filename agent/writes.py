@@ -32,7 +32,6 @@ from .durable import NOT_WRITABLE_ERRNOS, read_current, remove_stale_temps, repl
 from .flagfile import FlagFileError, parse_flag_document
 from .loader import SourceOutcome, build, content_hash, source_state
 from .peer import Peer
-from .reloader import ReloadResult
 from .snapshot import SourceState
 from .writereq import parse_delete, parse_set
 
@@ -98,14 +97,13 @@ class Writer:
             self._check_not_overridden(snap, flag)
             # Shielded: once the file may have been replaced, the swap must follow.
             with trio.CancelScope(shield=True):
-                written = await trio.to_thread.run_sync(self._edit_and_write, served, flag, if_revision, edit)
-                outcomes = [written.outcome if s.path == self.path else SourceOutcome(s, None) for s in snap.sources]
+                written, prepared = await trio.to_thread.run_sync(
+                    self._write_and_prepare, snap, served, flag, if_revision, edit)
+                del snap, served
                 store.record_success(self.path)
-                await reloader.install(build(outcomes, snap.flags, before))
+                await reloader.install(prepared, parsed=True)
+                del prepared
             after = store.snapshot.revision
-            result = ReloadResult(after, after != before, ())
-            for callback in reloader.on_reload:
-                callback(result)
         audit.info("%s of %r by %s: revision %d -> %d (%s%s)", op, flag, peer.describe(), before, after,
                    self.path, "" if written.wrote else ", file already held this",
                    extra=_fields(peer, op, flag, before, after, None))
@@ -117,6 +115,14 @@ class Writer:
             if flag in later.flags:
                 raise InvalidFlag(f"flag {flag!r} is served from {later.path}, which overrides {self.path} "
                                   "(the file this agent writes); a change there would not be served")
+
+    def _write_and_prepare(self, snap: Any, served: SourceState, flag: str, if_revision: int | None,
+                           edit: Any) -> tuple[_Written, Any]:
+        """Blocking: the write, then the snapshot to swap in (merging every source is no job for
+        the event loop)."""
+        written = self._edit_and_write(served, flag, if_revision, edit)
+        outcomes = [written.outcome if s.path == self.path else SourceOutcome(s, None) for s in snap.sources]
+        return written, build(outcomes, snap.flags, snap.revision)
 
     def _edit_and_write(self, served: SourceState, flag: str, if_revision: int | None, edit: Any) -> _Written:
         """Blocking: re-read, edit, validate and replace the file; the outcome to serve."""
