@@ -165,3 +165,39 @@ def test_serve_raises_its_open_file_soft_limit_to_fit_max_connections(seed_file,
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def _read_line(proc, timeout: float = 5.0) -> str:
+    """The next line the process prints, or fail after ``timeout`` seconds."""
+    import selectors
+
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        assert sel.select(timeout), f"no output within {timeout} s"
+    return proc.stdout.readline()
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_watch_prints_a_line_per_change_and_exits_when_the_agent_stops(seed_file, sock_dir, as_json):
+    import subprocess
+
+    from tests.process import FLAGSOCK
+
+    sock = str(sock_dir / "watch.sock")
+    with AgentProcess(["--flags", str(seed_file), "--socket", sock]) as agent:
+        args = [*FLAGSOCK, "watch", "--socket", sock, *(["--json"] if as_json else [])]
+        with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1) as watch:
+            first = _read_line(watch)
+            doc = json.loads(seed_file.read_text())
+            doc["flags"]["dark_mode"]["enabled"] = False
+            write_json(seed_file, doc)
+            change = _read_line(watch)
+            if as_json:
+                assert json.loads(first) == {"event": "subscribed", "revision": 1}
+                assert json.loads(change) == {"event": "changed", "revision": 2, "flags": {"dark_mode": "updated"}}
+            else:
+                assert first == "watching revision 1\n"
+                assert change == "revision 2: dark_mode updated\n"
+            agent.stop()
+            assert watch.wait(timeout=10) == 3
+            assert "closed the connection" in watch.stderr.read()
