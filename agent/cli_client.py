@@ -15,7 +15,7 @@ from typing import Any
 
 from protocol.framing import LINE_TOO_LONG, LineDecoder
 
-DEFAULT_SOCKET = "/run/flagsock/flagsock.sock"
+from .config import DEFAULT_SOCKET
 
 
 class CliError(Exception):

@@ -94,8 +94,9 @@ def settings_from_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    table = raw.get("serve", raw) if isinstance(raw.get("serve"), dict) else raw
-    return {name: value for name, value in _check_table(path, table).items()}
+    # Settings may sit at the top level or under a [serve] table.
+    table = raw["serve"] if isinstance(raw.get("serve"), dict) else raw
+    return _check_table(path, table)
 
 
 def _check_table(path: str, table: Mapping[str, Any]) -> dict[str, Any]:
