@@ -59,24 +59,23 @@ def _percentage(text: str) -> float:
     return int(value) if value == int(value) else value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, not {value}")
-    return value
+def _whole_number(minimum: int, what: str):
+    """An argparse type: a whole number of at least ``minimum``, refused in terms of ``what``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what}, not {value}")
+        return value
+
+    return parse
 
 
-def _revision(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--if-revision takes a revision number, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--if-revision takes a revision number, not {value}")
-    return value
+_positive_int = _whole_number(1, "expected a whole number of at least 1")
+_revision = _whole_number(0, "--if-revision takes a revision number")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from protocol import errors
 from protocol.errors import BadRequest, ProtocolError, ReadOnly, ReloadFailed
 from protocol.messages import json_type
 
@@ -230,7 +229,4 @@ HELP: dict[str, str] = {
     "help": "this list",
 }
 
-KNOWN_OPS = frozenset(SYNC_OPS) | frozenset(ASYNC_OPS)
-
-
-__all__ = ["SYNC_OPS", "ASYNC_OPS", "HELP", "KNOWN_OPS", "errors", "require_writer"]
+__all__ = ["SYNC_OPS", "ASYNC_OPS", "HELP", "require_writer"]

@@ -27,7 +27,7 @@ import trio
 from protocol import errors
 from protocol.errors import BadRequest, ProtocolError
 from protocol.framing import LINE_TOO_LONG, LineDecoder
-from protocol.messages import NO_ID, decode_request, error_message, ok_message, std_dumps
+from protocol.messages import NO_ID, decode_request, error_message, ok_message
 
 from .ops import ASYNC_OPS, SYNC_OPS
 from .peer import Peer, peer_of
@@ -50,19 +50,9 @@ _OPTS = orjson.OPT_APPEND_NEWLINE
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    """One message as one line; numbers past orjson's 64-bit range fall back to the stdlib."""
-    try:
-        return orjson.dumps(message, default=_default, option=_OPTS)
-    except TypeError:
-        return std_dumps(_plain(message)) + b"\n"
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, (dict, MappingProxyType)):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, frozenset)):
-        return [_plain(v) for v in obj]
-    return obj
+    """One message as one line. Everything served is native to orjson: requests and flag files
+    are decoded by orjson itself (integers past 64 bits arrive as floats)."""
+    return orjson.dumps(message, default=_default, option=_OPTS)
 
 
 def loads(line: bytes) -> Any:

@@ -25,11 +25,6 @@ def _std_loads(data: bytes) -> Any:
     return json.loads(data)
 
 
-def std_dumps(obj: Any) -> bytes:
-    """Compact stdlib JSON encoding, one line, UTF-8."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def decode_request(line: bytes, loads: Loads = _std_loads) -> dict[str, Any]:
     """Parse one request line.
 
