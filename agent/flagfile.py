@@ -37,7 +37,7 @@ from .converter import FileSpec, child_path, json_type, structure
 from .evaluation import broken_table
 from .flagfile_flagd import FlagdCompiler
 from .flagfile_simple import compile_simple_flag
-from .model import EMPTY, CompiledFlag, ParsedSource, Problem, deep_freeze, fingerprint
+from .model import EMPTY, CompiledFlag, ParsedSource, Problem, fingerprint
 
 __all__ = ["FlagFileError", "ParsedSource", "Problem", "parse_flag_document"]
 
@@ -143,8 +143,9 @@ class _Reader:
         old_flags = self.reuse.flags if self.reuse is not None else EMPTY
         old_signatures = self.reuse.signatures if self.reuse is not None else EMPTY
         for key, raw, path, kind in self.entries():
+            text = orjson.dumps([kind, raw])
             # A digest, not the bytes: orjson hands back a buffer of 4 KiB or more per call.
-            signature = signatures[key] = blake2b(orjson.dumps([kind, raw]), digest_size=16).digest()
+            signature = signatures[key] = blake2b(text, digest_size=16).digest()
             old = old_flags.get(key)
             if old is not None and not old.problems and old_signatures.get(key) == signature:
                 # Keep the old objects, so that what a re-parse allocates is all garbage soon
@@ -153,7 +154,7 @@ class _Reader:
                 flags[key] = old
                 continue
             found: list[Problem] = []
-            flag = self.compile(key, raw, path, kind, found)
+            flag = self.compile(key, raw, path, kind, found, refs=b'"$ref"' in text)
             if found:
                 self.problems.extend(found)
                 flag = self.isolate(key, raw, kind, found)
@@ -163,22 +164,23 @@ class _Reader:
     def entries(self) -> Iterator[tuple[str, Any, str, str]]:
         raise NotImplementedError
 
-    def compile(self, key: str, raw: Any, path: str, kind: str, found: list[Problem]) -> CompiledFlag | None:
+    def compile(self, key: str, raw: Any, path: str, kind: str, found: list[Problem], *,
+                refs: bool = True) -> CompiledFlag | None:
         if type(raw) is not dict:
             found.append(Problem(self.source, path, f"a flag must be an object, got {json_type(raw)}", key))
             return None
         if kind == "simple":
             return compile_simple_flag(key, raw, path, source=self.source, metadata=self.metadata, found=found)
-        return self.compile_flagd(key, raw, path, found)
+        return self.compile_flagd(key, raw, path, found, refs)
 
-    def compile_flagd(self, key: str, raw: dict, path: str, found: list[Problem]) -> CompiledFlag | None:
+    def compile_flagd(self, key: str, raw: dict, path: str, found: list[Problem], refs: bool) -> CompiledFlag | None:
         raise NotImplementedError  # only documents with a "flags" member hold flagd flags
 
     def isolate(self, key: str, raw: Any, kind: str, found: list[Problem]) -> CompiledFlag:
         message = "; ".join(f"{p.path}: {p.message}" for p in found)
         return CompiledFlag(
             key=key, value_type=None, variants=EMPTY, default_variant=None, metadata=EMPTY,
-            enabled=False, source=self.source, format=kind, definition=deep_freeze(raw),
+            enabled=False, source=self.source, format=kind,
             fingerprint=fingerprint(["broken", raw, message]),
             static=broken_table(key, f"flag {key!r} is invalid: {message}"), problems=tuple(found),
         )
@@ -229,8 +231,8 @@ class _DocumentReader(_Reader):
             return "simple"
         return "flagd"
 
-    def compile_flagd(self, key: str, raw: dict, path: str, found: list[Problem]) -> CompiledFlag | None:
-        return self.flagd.compile_flag(key, raw, path, found)
+    def compile_flagd(self, key: str, raw: dict, path: str, found: list[Problem], refs: bool) -> CompiledFlag | None:
+        return self.flagd.compile_flag(key, raw, path, found, refs=refs)
 
     def read(self) -> tuple[dict[str, CompiledFlag], list[Problem]]:
         flags, problems = super().read()

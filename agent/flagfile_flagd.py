@@ -13,7 +13,7 @@ from typing import Any
 from .converter import FlagdFlagSpec, child_path, problem_at, structure, variant_kind
 from .evaluation import static_table, targeting_resolver
 from .model import CompiledFlag, FrozenDict, Problem, deep_freeze, fingerprint
-from .rules import RuleError, compile_rule, resolve_refs
+from .rules import CompiledRule, RuleError, compile_targeting, resolve_refs
 
 
 class FlagdCompiler:
@@ -37,19 +37,23 @@ class FlagdCompiler:
             except RuleError as exc:
                 self.report(Problem(self.source, exc.path, exc.message))
 
-    def compile_flag(self, key: str, raw: dict, path: str, found: list[Problem]) -> CompiledFlag | None:
-        """The compiled flag, or None with what breaks it added to ``found``."""
+    def compile_flag(self, key: str, raw: dict, path: str, found: list[Problem], *,
+                     refs: bool = True) -> CompiledFlag | None:
+        """The compiled flag, or None with what breaks it added to ``found``.
+
+        ``refs=False`` says the flag's JSON holds no ``"$ref"`` key (the caller saw its text),
+        so its targeting is compiled as it is, not copied by ``resolve_refs`` first.
+        """
         spec, problems = structure(raw, FlagdFlagSpec, source=self.source, path=path, flag=key)
         found.extend(problems)
         if spec is None:
             return None
-        definition = deep_freeze(raw)
-        variants = definition["variants"]
+        variants = deep_freeze(raw["variants"])
         default = spec.default_variant
         if default is not None and default not in variants:
             found.append(problem_at(self.source, key, path, ("defaultVariant",),
                                     f"must name one of the variants ({', '.join(variants)}) or be null, got {default!r}"))
-        rule, resolved = self._compile_targeting(key, spec.targeting, path, found)
+        rule, resolved = self._compile_targeting(key, spec.targeting, path, found, refs)
         if found:
             return None
         metadata = FrozenDict({**self.metadata, **spec.metadata})
@@ -62,20 +66,21 @@ class FlagdCompiler:
         if rule is None or not enabled:
             static, resolver = static_table(key, variants, default, metadata, enabled=enabled), None
         else:
-            static, resolver = None, targeting_resolver(key, rule, variants, default, metadata,
-                                                        reads_clock=reads_clock(resolved))
+            static, resolver = None, targeting_resolver(key, rule.evaluate, variants, default, metadata,
+                                                        reads_clock=rule.reads_clock)
         return CompiledFlag(
             key=key, value_type=_value_type(variants), variants=variants, default_variant=default,
             metadata=metadata, enabled=enabled, source=self.source, format="flagd",
-            definition=definition, fingerprint=fingerprint(effective), static=static, resolver=resolver,
+            fingerprint=fingerprint(effective), static=static, resolver=resolver,
         )
 
-    def _compile_targeting(self, key: str, targeting: dict | None, path: str, found: list[Problem]) -> tuple[Any, Any]:
+    def _compile_targeting(self, key: str, targeting: dict | None, path: str, found: list[Problem],
+                           refs: bool) -> tuple[CompiledRule | None, Any]:
         if not targeting:  # absent, null or {}: no targeting
             return None, None
         tpath = child_path(path, "targeting")
         try:
-            resolved = resolve_refs(targeting, self.evaluators, tpath)
+            resolved = resolve_refs(targeting, self.evaluators, tpath) if refs else targeting
             return self._compile_rule(resolved, key, tpath, key), resolved
         except RuleError as exc:
             found.append(Problem(self.source, exc.path, exc.message, key))
@@ -83,35 +88,14 @@ class FlagdCompiler:
             found.append(Problem(self.source, tpath, f"could not compile targeting ({type(exc).__name__}: {exc})", key))
         return None, None
 
-    def _compile_rule(self, rule: Any, key: str, path: str, flag: str | None) -> Any:
+    def _compile_rule(self, rule: Any, key: str, path: str, flag: str | None) -> CompiledRule:
         """Strict when rejecting. When isolating, a rule flagd's schema refuses but its evaluators
         serve (a sem_ver with two operands...) is served the same way, and still reported."""
         def tolerated(exc: RuleError) -> None:
             self.report(Problem(self.source, exc.path, f"{exc.message} (served as flagd does)", flag))
 
-        return compile_rule(rule, flag_key=key, fractional=self.fractional, path=path,
+        return compile_targeting(rule, flag_key=key, fractional=self.fractional, path=path,
                             strict=self.strict, on_problem=None if self.strict else tolerated)
-
-
-def reads_clock(rule: Any) -> bool:
-    """Whether a rule may read ``$flagd.timestamp`` (when unsure: yes).
-
-    Reading the clock is a measurable part of evaluating a simple rule, and few rules use it.
-    A rule sees the timestamp only through a ``var`` (or ``missing``) path naming it, the whole
-    ``$flagd`` object, the whole context (``{"var": ""}``), or a path computed at run time.
-    """
-    if type(rule) is list:
-        return any(reads_clock(item) for item in rule)
-    if type(rule) is str:
-        return rule == "$flagd" or rule.startswith("$flagd.timestamp")
-    if type(rule) is not dict:
-        return False
-    if "var" in rule:
-        path = rule["var"]
-        path = path[0] if type(path) is list and path else path
-        if path is None or path == "" or path == [] or type(path) not in (str, int, float):
-            return True
-    return any(reads_clock(v) for v in rule.values())
 
 
 def _value_type(variants: Mapping[str, Any]) -> str:

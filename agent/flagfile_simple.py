@@ -34,7 +34,6 @@ from .model import (
     Problem,
     Resolution,
     Resolver,
-    deep_freeze,
     fingerprint,
 )
 
@@ -64,7 +63,7 @@ def compile_simple_flag(key: str, raw: dict, path: str, *, source: str, metadata
     return CompiledFlag(
         key=key, value_type="boolean", variants=VARIANTS, default_variant=default_variant,
         metadata=metadata, enabled=spec.enabled, source=source, format="simple",
-        definition=deep_freeze(raw), fingerprint=fingerprint(["simple", raw, metadata]),
+        fingerprint=fingerprint(["simple", raw, metadata]),
         static=static, resolver=resolver,
     )
 

@@ -153,7 +153,6 @@ class CompiledFlag:
     enabled: bool = attrs.field(eq=False)
     source: str = attrs.field(eq=False)
     format: str = attrs.field(eq=False)
-    definition: Any = attrs.field(eq=False, repr=False)
     fingerprint: str = attrs.field(repr=False)
     static: Mapping[str | None, Resolution | None] | None = attrs.field(eq=False, repr=False)
     resolver: Resolver | None = attrs.field(eq=False, repr=False, default=None)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import attrs
+
 from . import arithmetic, arrays, data, logic, strings
 from .errors import RuleError, child_path, index_path
 from .fractional import VERSIONS, compile_fractional
@@ -81,6 +83,7 @@ class _RuleCompiler:
         self.fractional = fractional
         self._strict = strict
         self._on_problem = on_problem
+        self.reads_clock = False
 
     def problem(self, path: str, message: str) -> None:
         error = RuleError(path, message)
@@ -117,6 +120,8 @@ class _RuleCompiler:
         return compile_operator(self, _operands(operands, operator_path), operator_path)
 
     def _array(self, raw: list[Any], path: str) -> Node:
+        if not any(type(item) is dict or type(item) is list for item in raw):
+            return Const(raw)  # a literal list (an "in" list of user ids): nothing to compile
         nodes = [self.compile(item, index_path(path, index)) for index, item in enumerate(raw)]
         if all(isinstance(node, Const) for node in nodes):
             return Const([node.value for node in nodes])  # type: ignore[union-attr]
@@ -129,6 +134,19 @@ def _operands(raw: Any, path: str) -> list[Arg]:
     if type(raw) is list:
         return [(item, index_path(path, index)) for index, item in enumerate(raw)]
     return [(raw, path)]
+
+
+@attrs.frozen
+class CompiledRule:
+    """A compiled targeting rule and what the compiler learnt about it.
+
+    ``reads_clock`` is False when the rule cannot see ``$flagd.timestamp`` (no ``var`` or
+    ``missing`` names it, the whole ``$flagd`` object or the whole context, and no path is
+    computed at run time), so its callers may spare reading the clock.
+    """
+
+    evaluate: Evaluator
+    reads_clock: bool
 
 
 def compile_rule(
@@ -160,14 +178,30 @@ def compile_rule(
     Raises:
         RuleError: the rule is refused; ``path`` and ``message`` say where and why.
     """
+    return compile_targeting(rule, flag_key=flag_key, fractional=fractional, path=path, strict=strict,
+                             on_problem=on_problem).evaluate
+
+
+def compile_targeting(
+    rule: Any,
+    *,
+    flag_key: str,
+    fractional: str = "v2",
+    path: str = "$.targeting",
+    strict: bool = True,
+    on_problem: Callable[[RuleError], None] | None = None,
+) -> CompiledRule:
+    """:func:`compile_rule`, also saying whether the rule reads the clock."""
     if fractional not in VERSIONS:
         raise ValueError(f"fractional must be one of {VERSIONS}, got {fractional!r}")
     if type(rule) is not dict:
         raise RuleError(path, f"targeting must be a JSON object (a JSON Logic rule), got {type(rule).__name__}")
     if not rule:
-        return lambda _context: None
+        return CompiledRule(lambda _context: None, reads_clock=False)
+    compiler = _RuleCompiler(flag_key, fractional, strict, on_problem)
     try:
-        return as_function(_RuleCompiler(flag_key, fractional, strict, on_problem).compile(rule, path))
+        evaluate = as_function(compiler.compile(rule, path))
     except RecursionError:
         raise RuleError(path, "the rule is nested too deeply to compile; flatten it (e.g. chain "
                         "conditions in one \"if\" or \"and\" instead of nesting them)") from None
+    return CompiledRule(evaluate, reads_clock=compiler.reads_clock)

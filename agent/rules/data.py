@@ -51,6 +51,13 @@ def split_path(key: Any) -> list[str] | None:
     return to_string(key).split(".")
 
 
+def may_read_clock(key: Any) -> bool:
+    """Whether looking ``key`` up may reach ``$flagd.timestamp``: the whole data, the whole
+    ``$flagd`` object, or the timestamp (or something under it)."""
+    parts = split_path(key)
+    return parts is None or (parts[0] == "$flagd" and (len(parts) == 1 or parts[1] == "timestamp"))
+
+
 def _constant_path(parts: list[str] | None, default_node: Node) -> Evaluator:
     """``var`` with a path known at compile time."""
     if parts is None:
@@ -97,7 +104,10 @@ def compile_var(c: Compiler, args: Sequence[Arg], path: str) -> Node:
     key_node = c.compile(*args[0]) if args else Const(None)
     default_node = c.compile(*args[1]) if len(args) > 1 else Const(None)
     if isinstance(key_node, Const):
+        if may_read_clock(key_node.value):
+            c.reads_clock = True
         return _constant_path(split_path(key_node.value), default_node)
+    c.reads_clock = True  # a path computed at run time may name anything
     key_of, default_of = key_node, as_function(default_node)
 
     def var_dynamic(data: Any) -> Any:
@@ -132,9 +142,17 @@ def compile_missing(c: Compiler, args: Sequence[Arg], path: str) -> Node:
     nodes = [c.compile(raw, arg_path) for raw, arg_path in args]
     if all_const(nodes):
         values = [node.value for node in nodes]  # type: ignore[union-attr]
+        _note_clock(c, values)
         return lambda data: _missing_keys(data, values)
+    c.reads_clock = True
     functions = [as_function(node) for node in nodes]
     return lambda data: _missing_keys(data, [function(data) for function in functions])
+
+
+def _note_clock(c: Compiler, values: Sequence[Any]) -> None:
+    keys = values[0] if values and type(values[0]) is list else values
+    if any(may_read_clock(key) for key in keys):
+        c.reads_clock = True
 
 
 def _missing_some(data: Any, need: Any, options: Any) -> list[Any]:
@@ -155,6 +173,9 @@ def compile_missing_some(c: Compiler, args: Sequence[Arg], path: str) -> Node:
     nodes += [Const(None)] * (2 - len(nodes))
     if all_const(nodes):
         need_value, options_value = (node.value for node in nodes)  # type: ignore[union-attr]
+        if type(options_value) is list:
+            _note_clock(c, options_value)
         return lambda data: _missing_some(data, need_value, options_value)
+    c.reads_clock = True
     need, options = (as_function(node) for node in nodes)
     return lambda data: _missing_some(data, need(data), options(data))

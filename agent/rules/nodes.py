@@ -38,6 +38,8 @@ class Compiler(Protocol):
 
     flag_key: str
     fractional: str
+    #: Set by an operator that may see ``$flagd.timestamp`` (see ``data.may_read_clock``).
+    reads_clock: bool
 
     def compile(self, raw: Any, path: str) -> Node:
         """Compile a sub-rule."""

@@ -9,8 +9,8 @@ import pytest
 
 from agent.evaluation import NO_DEFAULT, evaluate, targeting_resolver
 from agent.flagfile import parse_flag_document
-from agent.flagfile_flagd import reads_clock
 from agent.model import CompiledFlag, FrozenDict
+from agent.rules import compile_targeting
 
 
 def flags_of(doc: dict):
@@ -22,7 +22,7 @@ def ruled(rule, variants, default_variant=None, metadata=FrozenDict()):
     variants = FrozenDict(variants)
     flag = CompiledFlag(
         key="f", value_type=None, variants=variants, default_variant=default_variant, metadata=metadata,
-        enabled=True, source="t.json", format="flagd", definition={}, fingerprint="x", static=None,
+        enabled=True, source="t.json", format="flagd", fingerprint="x", static=None,
         resolver=targeting_resolver("f", rule, variants, default_variant, metadata),
     )
     return MappingProxyType({"f": flag})
@@ -178,16 +178,23 @@ def test_static_answers_are_prebuilt_and_shared():
 
 @pytest.mark.parametrize(("rule", "reads"), [
     ({"==": [{"var": "email"}, "x"]}, False),
-    ({"in": [{"var": ["tier", "none"]}, ["a", "$flagd"]]}, True),
+    ({"in": [{"var": ["tier", "none"]}, ["a", "$flagd"]]}, False),  # data, not a path
     ({">": [{"var": "$flagd.timestamp"}, 5]}, True),
     ({">": [{"var": ["$flagd.timestamp"]}, 5]}, True),
+    ({"if": [{"var": "a"}, {">": [{"var": "$flagd.timestamp.x"}, 5]}, False]}, True),
     ({"==": [{"var": "$flagd.flagKey"}, "f"]}, False),
+    ({"==": [{"var": "$flagd"}, "f"]}, True),
     ({"var": ""}, True),
+    ({"var": None}, True),
     ({"var": {"cat": ["$flagd", ".timestamp"]}}, True),
     ({"missing": ["$flagd.timestamp"]}, True),
+    ({"missing": ["email", "$flagd.flagKey"]}, False),
+    ({"missing": {"var": "keys"}}, True),
+    ({"missing_some": [1, ["email", "$flagd.timestamp"]]}, True),
+    ({"missing_some": [1, ["email", "name"]]}, False),
 ])
-def test_reads_clock_is_conservative(rule, reads):
-    assert reads_clock(rule) is reads
+def test_the_compiler_knows_whether_a_rule_reads_the_clock(rule, reads):
+    assert compile_targeting(rule, flag_key="f", strict=False).reads_clock is reads
 
 
 def test_rules_that_read_the_timestamp_get_it_and_others_do_not():

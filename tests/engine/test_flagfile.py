@@ -109,13 +109,15 @@ def test_null_and_absent_default_variant_are_accepted():
     assert parsed.flags["a"].default_variant is None
 
 
-def test_document_is_the_decoded_json_and_definitions_are_read_only():
-    parsed = parse({"flags": {"b": BOOL_FLAG}})
-    assert parsed.document == {"flags": {"b": BOOL_FLAG}}
-    definition = parsed.flags["b"].definition
-    assert definition == BOOL_FLAG
+def test_document_is_the_decoded_json_and_variants_are_read_only():
+    parsed = parse({"flags": {"b": BOOL_FLAG, "o": {"state": "ENABLED", "variants": {"x": {"a": [1]}},
+                                                    "defaultVariant": "x"}}})
+    assert parsed.document["flags"]["b"] == BOOL_FLAG
+    assert parsed.flags["b"].variants == BOOL_FLAG["variants"]
     with pytest.raises(TypeError):
-        definition["state"] = "DISABLED"
+        parsed.flags["b"].variants["on"] = False
+    with pytest.raises(TypeError):
+        parsed.flags["o"].variants["x"]["a"].append(2)
     with pytest.raises(TypeError):
         parsed.flags["x"] = parsed.flags["b"]
 
