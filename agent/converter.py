@@ -20,7 +20,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 
 from protocol.messages import json_type
 
-from .model import EMPTY, FrozenDict, Problem
+from .model import EMPTY, FrozenDict, Problem, deep_freeze
 
 State = NewType("State", str)
 Variants = NewType("Variants", dict)
@@ -127,12 +127,14 @@ def _object(value: Any, what: str) -> dict:
     return value
 
 
-def _variants(value: Any, _: Any) -> dict:
+def _variants(value: Any, _: Any) -> Mapping[str, Any]:
+    """The variants, checked and frozen (they are handed out to every request)."""
     _object(value, "variants")
     if not value:
         raise Broken("must name at least one variant")
     first_key: str | None = None
     first_kind: str | None = None
+    nested = False
     for name, val in value.items():
         if not name:
             raise Broken("a variant name must not be empty", ("",))
@@ -147,7 +149,8 @@ def _variants(value: Any, _: Any) -> dict:
                 f"{name!r} is {_kind_noun(kind)}",
                 (name,),
             )
-    return value
+        nested = nested or kind == "object"
+    return deep_freeze(value) if nested else FrozenDict(value)
 
 
 def _kind_noun(kind: str) -> str:

@@ -101,31 +101,29 @@ def _bad_type(expected_type: Any) -> str:
 
 # --- building the tables at compile time --------------------------------------------------------
 
-def _coerce(expected_type: str, value: Any) -> tuple[bool, Any]:
-    t = type(value)
-    if expected_type == "boolean":
-        return t is bool, value
-    if expected_type == "string":
-        return t is str, value
-    if expected_type == "integer":
-        return t is int, value
-    if expected_type == "float":
-        return (t is float or t is int), float(value) if t is int else value
-    return isinstance(value, (dict, list)), value
+_NONE_FIT: Table = dict.fromkeys(VALUE_TYPES)  # no expected type fits (filled in per value)
 
 
 def variant_table(key: str, variant: str, value: Any, reason: str, metadata: Mapping[str, Any]) -> Table:
-    """The answers for ``variant`` under each expected type (None where it does not fit)."""
+    """The answers for ``variant`` under each expected type (None where it does not fit).
+
+    A value answers its own type; an integer also answers ``float``, as a float; booleans are
+    not numbers.
+    """
     exact = Resolution(key, value, variant, reason, None, None, metadata)
-    table: Table = {None: exact}
-    for expected in VALUE_TYPES:
-        ok, coerced = _coerce(expected, value)
-        if not ok:
-            table[expected] = None
-        elif coerced is value:
-            table[expected] = exact
-        else:
-            table[expected] = Resolution(key, coerced, variant, reason, None, None, metadata)
+    table: Table = {None: exact, **_NONE_FIT}
+    kind = type(value)
+    if kind is bool:
+        table["boolean"] = exact
+    elif kind is str:
+        table["string"] = exact
+    elif kind is int:
+        table["integer"] = exact
+        table["float"] = Resolution(key, float(value), variant, reason, None, None, metadata)
+    elif kind is float:
+        table["float"] = exact
+    elif isinstance(value, (dict, list)):
+        table["object"] = exact
     return table
 
 
@@ -163,10 +161,7 @@ def targeting_resolver(key: str, rule: Callable[[dict], Any], variants: Mapping[
     ``reads_clock=False`` (the rule cannot see ``$flagd.timestamp``) spares reading the clock on
     every call.
     """
-    matches = {t: {} for t in EXPECTED_TYPES}
-    for name, value in variants.items():
-        for t, res in variant_table(key, name, value, TARGETING_MATCH, metadata).items():
-            matches[t][name] = res
+    matches = {name: variant_table(key, name, value, TARGETING_MATCH, metadata) for name, value in variants.items()}
     fallback = default_table(key, variants, default_variant, DEFAULT, metadata)
     known = ", ".join(variants)
     clock = time.time
@@ -191,10 +186,10 @@ def targeting_resolver(key: str, rule: Callable[[dict], Any], variants: Mapping[
             name = "false"
         else:
             name = chosen if type(chosen) is str else str(chosen)
-        res = matches[expected_type].get(name, _ABSENT)
-        if res is _ABSENT:
+        table = matches.get(name)
+        if table is None:
             return Resolution(key, NO_DEFAULT, None, ERROR, GENERAL, f"targeting of flag {key!r} chose variant "
                                                                      f"{name!r}, which is not one of its variants ({known})")
-        return res
+        return table[expected_type]
 
     return resolve

@@ -12,7 +12,7 @@ from typing import Any
 
 from .converter import FlagdFlagSpec, child_path, problem_at, structure, variant_kind
 from .evaluation import static_table, targeting_resolver
-from .model import CompiledFlag, FrozenDict, Problem, deep_freeze, fingerprint
+from .model import CompiledFlag, FrozenDict, Problem, fingerprint
 from .rules import CompiledRule, RuleError, compile_targeting, resolve_refs
 
 
@@ -48,7 +48,7 @@ class FlagdCompiler:
         found.extend(problems)
         if spec is None:
             return None
-        variants = deep_freeze(raw["variants"])
+        variants = spec.variants
         default = spec.default_variant
         if default is not None and default not in variants:
             found.append(problem_at(self.source, key, path, ("defaultVariant",),
@@ -56,7 +56,7 @@ class FlagdCompiler:
         rule, resolved = self._compile_targeting(key, spec.targeting, path, found, refs)
         if found:
             return None
-        metadata = FrozenDict({**self.metadata, **spec.metadata})
+        metadata = FrozenDict({**self.metadata, **spec.metadata}) if spec.metadata else self.metadata
         effective = {k: v for k, v in raw.items() if k != "key"}
         effective["metadata"] = metadata
         if rule is not None:
@@ -99,7 +99,9 @@ class FlagdCompiler:
 
 
 def _value_type(variants: Mapping[str, Any]) -> str:
-    kinds = {variant_kind(v) for v in variants.values()}
+    """The flag's type: its variants' one kind (validation let through no other mix than
+    integers with floats, which make a float flag)."""
+    kinds = {type(value) for value in variants.values()}
     if len(kinds) == 1:
-        return kinds.pop()
-    return "float"  # the only mix validation lets through: integers with floats
+        return variant_kind(next(iter(variants.values())))  # type: ignore[return-value]
+    return "float"

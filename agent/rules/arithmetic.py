@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Sequence
 
+from .errors import Where
 from .jsvalues import INF, NAN, integral, js_divide, js_remainder, parse_float, to_number
 from .nodes import Arg, Compiler, Node, eager, expect_operands
 
@@ -67,7 +68,7 @@ def _extreme(pick: Any, empty: float) -> Any:
 def _variadic(name: str, impl: Any, low: int = 1, high: int | None = None) -> Any:
     """Build an operator that takes ``low..high`` operands and evaluates them all."""
 
-    def compile_arithmetic(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+    def compile_arithmetic(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
         expect_operands(c, args, path, name, low, high)
         limit = len(args) if high is None else high
         return eager(impl, [c.compile(raw, arg_path) for raw, arg_path in args[:limit]])

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from .errors import Where
 from .jsvalues import strict_equals, to_string, truthy
 from .nodes import Arg, Compiler, Const, Node, as_function, eager, expect_operands
 
 
-def _scoped(c: Compiler, args: Sequence[Arg], path: str, name: str, high: int = 2) -> tuple[Callable, Callable]:
+def _scoped(c: Compiler, args: Sequence[Arg], path: Where, name: str, high: int = 2) -> tuple[Callable, Callable]:
     """Compile ``[items, logic]``: the items in the current scope, the logic per item."""
     expect_operands(c, args, path, name, high, high)
     items = as_function(c.compile(*args[0])) if args else (lambda _data: None)
@@ -25,19 +26,19 @@ def _scoped(c: Compiler, args: Sequence[Arg], path: str, name: str, high: int = 
     return items, logic
 
 
-def compile_map(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_map(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"map": [items, logic]}`` -> the logic's value for each item ([] for a non-array)."""
     items, logic = _scoped(c, args, path, "map")
     return lambda data: [logic(item) for item in values] if type(values := items(data)) is list else []
 
 
-def compile_filter(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_filter(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"filter": [items, logic]}`` -> the items for which the logic is truthy."""
     items, logic = _scoped(c, args, path, "filter")
     return lambda data: [item for item in values if truthy(logic(item))] if type(values := items(data)) is list else []
 
 
-def compile_all(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_all(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"all": [items, logic]}``; false for an empty (or non-) array, as JSON Logic says."""
     items, logic = _scoped(c, args, path, "all")
 
@@ -55,19 +56,19 @@ def _any_item(items: Callable, logic: Callable, data: Any) -> bool:
     return type(values) is list and any(truthy(logic(item)) for item in values)
 
 
-def compile_some(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_some(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"some": [items, logic]}``: at least one item passes."""
     items, logic = _scoped(c, args, path, "some")
     return lambda data: _any_item(items, logic, data)
 
 
-def compile_none(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_none(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"none": [items, logic]}``: no item passes (true for an empty array)."""
     items, logic = _scoped(c, args, path, "none")
     return lambda data: not _any_item(items, logic, data)
 
 
-def compile_reduce(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_reduce(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"reduce": [items, logic, initial]}``, the logic seeing ``current``/``accumulator``."""
     items, logic = _scoped(c, args, path, "reduce", 3)
     initial = as_function(c.compile(*args[2])) if len(args) > 2 else (lambda _data: None)
@@ -94,7 +95,7 @@ def _merge(*values: Any) -> list[Any]:
     return merged
 
 
-def compile_merge(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_merge(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"merge": [a, b, ...]}``: arrays flattened one level, other values appended."""
     expect_operands(c, args, path, "merge")
     return eager(_merge, [c.compile(raw, arg_path) for raw, arg_path in args])
@@ -126,7 +127,7 @@ def _literal_set_test(needle: Node, haystack: list[Any]) -> Node | None:
     return None
 
 
-def compile_in(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_in(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"in": [needle, haystack]}``."""
     expect_operands(c, args, path, "in", 2, 2)
     nodes = [c.compile(raw, arg_path) for raw, arg_path in args[:2]]

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 import attrs
 
 from . import arithmetic, arrays, data, logic, strings
-from .errors import RuleError, child_path, index_path
+from .errors import RuleError, Where
 from .fractional import VERSIONS, compile_fractional
 from .nodes import Arg, Const, Evaluator, Node, OpCompiler, as_function
 from .semver import compile_sem_ver
@@ -85,14 +85,14 @@ class _RuleCompiler:
         self._on_problem = on_problem
         self.reads_clock = False
 
-    def problem(self, path: str, message: str) -> None:
+    def problem(self, path: Where, message: str) -> None:
         error = RuleError(path, message)
         if self._strict:
             raise error
         if self._on_problem is not None:
             self._on_problem(error)
 
-    def compile(self, raw: Any, path: str) -> Node:
+    def compile(self, raw: Any, path: Where) -> Node:
         kind = type(raw)
         if kind is dict:
             return self._operation(raw, path)
@@ -100,7 +100,7 @@ class _RuleCompiler:
             return self._array(raw, path)
         return Const(raw)
 
-    def _operation(self, raw: dict[str, Any], path: str) -> Node:
+    def _operation(self, raw: dict[str, Any], path: Where) -> Node:
         if len(raw) != 1:
             if "$ref" in raw:
                 raise RuleError(path, "a {\"$ref\": ...} object must have no other keys")
@@ -110,29 +110,29 @@ class _RuleCompiler:
         ((name, operands),) = raw.items()
         if name == "$ref":
             raise RuleError(
-                child_path(path, "$ref"),
+                (path, "$ref"),
                 f"reference to evaluator {operands!r} was not resolved; define it under \"$evaluators\"",
             )
         compile_operator = OPERATORS.get(name)
         if compile_operator is None:
             raise RuleError(path, f"unknown operator {name!r}; expected one of {_OPERATOR_NAMES}")
-        operator_path = child_path(path, name)
+        operator_path = (path, name)
         return compile_operator(self, _operands(operands, operator_path), operator_path)
 
-    def _array(self, raw: list[Any], path: str) -> Node:
+    def _array(self, raw: list[Any], path: Where) -> Node:
         if not any(type(item) is dict or type(item) is list for item in raw):
             return Const(raw)  # a literal list (an "in" list of user ids): nothing to compile
-        nodes = [self.compile(item, index_path(path, index)) for index, item in enumerate(raw)]
+        nodes = [self.compile(item, (path, index)) for index, item in enumerate(raw)]
         if all(isinstance(node, Const) for node in nodes):
             return Const([node.value for node in nodes])  # type: ignore[union-attr]
         functions = [as_function(node) for node in nodes]
         return lambda data: [function(data) for function in functions]
 
 
-def _operands(raw: Any, path: str) -> list[Arg]:
+def _operands(raw: Any, path: Where) -> list[Arg]:
     """An operator's operands with their paths; a lone operand stands for ``[operand]``."""
     if type(raw) is list:
-        return [(item, index_path(path, index)) for index, item in enumerate(raw)]
+        return [(item, (path, index)) for index, item in enumerate(raw)]
     return [(raw, path)]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .errors import Where
 from .jsvalues import less_equal, to_string
 from .nodes import Arg, Compiler, Const, Evaluator, Node, all_const, as_function, expect_operands, is_bare
 
@@ -91,7 +92,7 @@ def _constant_path(parts: list[str] | None, default_node: Node) -> Evaluator:
     return lambda data: lookup(data, parts, default)
 
 
-def compile_var(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_var(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"var": path}`` or ``{"var": [path, default]}``."""
     # The schema refuses only the plain-string form; ["$flagd.x"] slips through it.
     name = args[0][0] if is_bare(args, path) else None
@@ -128,12 +129,12 @@ def _missing_keys(data: Any, values: Sequence[Any]) -> list[Any]:
     return [key for key in keys if _is_missing(data, key)]
 
 
-def _check_key_list(c: Compiler, raw: Any, path: str, name: str) -> None:
+def _check_key_list(c: Compiler, raw: Any, path: Where, name: str) -> None:
     if type(raw) is not list or any(type(key) is not str for key in raw):
         c.problem(path, f"{name} takes an array of key strings, e.g. [\"email\", \"user.id\"]")
 
 
-def compile_missing(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_missing(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"missing": [key, ...]}`` -> the keys whose value is null, absent or ``""``."""
     if is_bare(args, path):
         _check_key_list(c, args[0][0], path, "missing")
@@ -162,7 +163,7 @@ def _missing_some(data: Any, need: Any, options: Any) -> list[Any]:
     return [] if less_equal(need, len(options) - len(missing)) else missing
 
 
-def compile_missing_some(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_missing_some(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"missing_some": [need, [key, ...]]}`` -> [] when ``need`` keys are present."""
     expect_operands(c, args, path, "missing_some", 2, 2)
     if len(args) == 2:

@@ -7,6 +7,7 @@ loader uses for every other problem, so a person can find the node in their file
 from __future__ import annotations
 
 import re
+from typing import Union
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*\Z")
 
@@ -19,10 +20,29 @@ class RuleError(Exception):
         message: what is wrong and what is expected instead.
     """
 
-    def __init__(self, path: str, message: str) -> None:
+    def __init__(self, path: Where, message: str) -> None:
+        path = render(path)
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
+
+
+#: Where a node of a rule is: the JSON path of the rule itself (text), or ``(parent, key)``
+#: where ``key`` is an object key or an array index. The compiler makes one for every node it
+#: visits, so it is a tuple (cheap); it becomes text only for a problem (:func:`render`).
+Where = Union[str, tuple["Where", Union[str, int]]]
+
+
+def render(where: Where) -> str:
+    """The JSON path of ``where``: ``(("$.targeting", "if"), 0)`` -> ``$.targeting.if[0]``."""
+    steps = []
+    while type(where) is tuple:
+        where, step = where
+        steps.append(step)
+    path = where
+    for step in reversed(steps):
+        path = index_path(path, step) if type(step) is int else child_path(path, step)
+    return path
 
 
 def child_path(path: str, key: str) -> str:

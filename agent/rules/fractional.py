@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence, Union
 import mmh3
 
 from . import cbor
-from .errors import index_path
+from .errors import Where
 from .nodes import Arg, Compiler, Const, Node, as_function, is_bare
 
 MAX_WEIGHT_SUM = 2**31 - 1
@@ -113,7 +113,7 @@ def _runtime_weight(value: Any) -> int | None:
     return None
 
 
-def _literal_weight(c: Compiler, raw: Any, path: str) -> int | None:
+def _literal_weight(c: Compiler, raw: Any, path: Where) -> int | None:
     """Check a weight written in the rule (the schema wants a non-negative integer)."""
     weight = _runtime_weight(raw)
     if weight is None:
@@ -123,15 +123,15 @@ def _literal_weight(c: Compiler, raw: Any, path: str) -> int | None:
     return weight
 
 
-def _bucket(c: Compiler, raw: Any, path: str) -> tuple[Node, Weight] | None:
+def _bucket(c: Compiler, raw: Any, path: Where) -> tuple[Node, Weight] | None:
     """Compile one ``[variant, weight?]``; None when it can never be used."""
     if type(raw) is not list or not 1 <= len(raw) <= 2:
         c.problem(path, "a fractional bucket must be an array [variant] or [variant, weight]")
         return None
-    variant = c.compile(raw[0], index_path(path, 0))
+    variant = c.compile(raw[0], (path, 0))
     if len(raw) == 1:
         return variant, 1
-    weight_path = index_path(path, 1)
+    weight_path = (path, 1)
     if type(raw[1]) is dict:
         node = c.compile(raw[1], weight_path)
         if not isinstance(node, Const):
@@ -142,7 +142,7 @@ def _bucket(c: Compiler, raw: Any, path: str) -> tuple[Node, Weight] | None:
     return None if weight is None else (variant, weight)
 
 
-def compile_fractional(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_fractional(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"fractional": [...]}`` -> the chosen variant's value, or null."""
     if not args or is_bare(args, path):
         c.problem(path, "fractional takes an array: [bucketBy?, [variant, weight?], ...]")

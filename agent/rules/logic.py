@@ -12,20 +12,12 @@ from __future__ import annotations
 import operator
 from typing import Any, Callable, Sequence
 
-from .jsvalues import (
-    NAN,
-    greater_equal,
-    greater_than,
-    less_equal,
-    less_than,
-    loose_equals,
-    strict_equals,
-    truthy,
-)
+from .errors import Where
+from .jsvalues import NAN, greater_equal, greater_than, less_equal, less_than, loose_equals, strict_equals, truthy
 from .nodes import Arg, Compiler, Const, Evaluator, Node, OpCompiler, as_function, eager, expect_operands, fold
 
 
-def compile_if(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_if(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"if": [cond, then, cond2, then2, ..., else?]}``; a missing else is null."""
     expect_operands(c, args, path, "if")
     nodes = [c.compile(raw, arg_path) for raw, arg_path in args]
@@ -82,7 +74,7 @@ def _or(*values: Any) -> Any:
 def _short_circuit(name: str, stop_when: bool, combine: Callable[..., Any]) -> OpCompiler:
     """Build ``and`` (stops at the first falsy operand) or ``or`` (at the first truthy)."""
 
-    def compile_short_circuit(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+    def compile_short_circuit(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
         expect_operands(c, args, path, name)
         nodes = [c.compile(raw, arg_path) for raw, arg_path in args]
         folded = fold(combine, nodes)
@@ -118,7 +110,7 @@ compile_or = _short_circuit("or", True, _or)
 def _unary(name: str, impl: Callable[[Any], bool]) -> OpCompiler:
     """Build ``!``/``!!``: the first operand, with or without the array around it."""
 
-    def compile_unary(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+    def compile_unary(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
         # No operand check: flagd's schema accepts any operand list here (as a literal array).
         if not args:
             return Const(impl(None))
@@ -151,7 +143,7 @@ def _equality(name: str, equals: Callable[[Any, Any], bool], negate: bool) -> Op
     loose = equals is loose_equals
     impl = (lambda left, right: not equals(left, right)) if negate else equals
 
-    def compile_equality(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+    def compile_equality(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
         expect_operands(c, args, path, name, 2, 2)
         nodes = [c.compile(raw, arg_path) for raw, arg_path in args[:2]]
         if len(nodes) < 2:
@@ -201,7 +193,7 @@ def _ordering(
     """
     high = 3 if between else 2
 
-    def compile_ordering(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+    def compile_ordering(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
         expect_operands(c, args, path, name, 2, high)
         nodes = [c.compile(raw, arg_path) for raw, arg_path in args[:high]]
         nodes += [Const(NAN)] * (2 - len(nodes))  # a missing operand is undefined: never ordered

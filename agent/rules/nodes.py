@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Union
 
+from .errors import Where
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -30,7 +32,7 @@ class Const:
 
 
 Node = Union[Const, Evaluator]
-Arg = tuple[Any, str]  # (raw JSON of an argument, its JSON path)
+Arg = tuple[Any, "Where"]  # (raw JSON of an argument, where it is)
 
 
 class Compiler(Protocol):
@@ -41,10 +43,10 @@ class Compiler(Protocol):
     #: Set by an operator that may see ``$flagd.timestamp`` (see ``data.may_read_clock``).
     reads_clock: bool
 
-    def compile(self, raw: Any, path: str) -> Node:
+    def compile(self, raw: Any, path: Where) -> Node:
         """Compile a sub-rule."""
 
-    def problem(self, path: str, message: str) -> None:
+    def problem(self, path: Where, message: str) -> None:
         """Report something flagd's schema refuses (raises in strict mode)."""
 
 
@@ -113,13 +115,13 @@ def _binary(impl: Callable[[Any, Any], Any], left: Node, right: Node) -> Evaluat
     return lambda data: impl(left(data), right(data))  # type: ignore[operator]
 
 
-def is_bare(args: Sequence[Arg], path: str) -> bool:
+def is_bare(args: Sequence[Arg], path: Where) -> bool:
     """Whether the operator was given one operand without the array around it."""
-    return len(args) == 1 and args[0][1] == path
+    return len(args) == 1 and args[0][1] is path
 
 
 def expect_operands(
-    c: Compiler, args: Sequence[Arg], path: str, name: str, low: int = 1, high: int | None = None
+    c: Compiler, args: Sequence[Arg], path: Where, name: str, low: int = 1, high: int | None = None
 ) -> None:
     """Report (as flagd's schema would) a lone operand, or a count outside ``low..high``."""
     if is_bare(args, path):

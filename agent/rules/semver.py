@@ -15,6 +15,7 @@ import operator
 import re
 from typing import Any, Callable, Sequence
 
+from .errors import Where
 from .jsvalues import to_string
 from .nodes import Arg, Compiler, Const, Node, as_function
 
@@ -106,7 +107,7 @@ def _version_side(c: Compiler, arg: Arg) -> Node:
     return Const(key)
 
 
-def compile_sem_ver(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_sem_ver(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"sem_ver": [version, op, version]}`` -> bool, or null when it cannot compare."""
     if len(args) != 3:
         c.problem(path, f"sem_ver takes an array of 3 items [version, operator, version], got {len(args)}")

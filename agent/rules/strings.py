@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
+from .errors import Where
 from .jsvalues import INF, less_than, to_number, to_string
 from .nodes import Arg, Compiler, Const, Node, OpCompiler, as_function, eager, expect_operands, fold
 
@@ -39,7 +40,7 @@ def _cat_pair(left: Node, right: Node) -> Node:
     return cat_pair
 
 
-def compile_cat(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_cat(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"cat": [a, b, ...]}`` -> the operands' strings joined with no separator."""
     expect_operands(c, args, path, "cat")
     nodes = [c.compile(raw, arg_path) for raw, arg_path in args]
@@ -83,7 +84,7 @@ def substr(source: Any, start: Any = None, end: Any = _ABSENT) -> str:
     return _js_substr(text, start, end)
 
 
-def compile_substr(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+def compile_substr(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     """``{"substr": [string, start, length?]}``."""
     expect_operands(c, args, path, "substr", 2, 3)
     return eager(substr, [c.compile(raw, arg_path) for raw, arg_path in args[:3]])
@@ -92,7 +93,7 @@ def compile_substr(c: Compiler, args: Sequence[Arg], path: str) -> Node:
 def _string_test(name: str, test: Callable[[str, str], bool], affix_name: str) -> OpCompiler:
     """Build the compile function of ``starts_with``/``ends_with``."""
 
-    def compile_string_test(c: Compiler, args: Sequence[Arg], path: str) -> Node:
+    def compile_string_test(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
         if len(args) != 2:
             c.problem(path, f"{name} takes an array of 2 operands [string, {affix_name}], got {len(args)}")
             return Const(None)
