@@ -10,9 +10,8 @@ of the offending value and the rule it breaks.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
-from typing import Any, NewType
+from typing import Any, NewType, Optional
 
 import attrs
 import cattrs
@@ -21,6 +20,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from protocol.messages import json_type
 
 from .model import EMPTY, FrozenDict, Problem, deep_freeze
+from .rules.errors import Where, render
 
 State = NewType("State", str)
 Variants = NewType("Variants", dict)
@@ -215,6 +215,12 @@ def _users(value: Any, _: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _or_null(hook: Any) -> Any:
+    def structure_or_null(value: Any, typ: Any) -> Any:
+        return None if value is None else hook(value, typ)
+    return structure_or_null
+
+
 def make_converter() -> cattrs.Converter:
     """The one converter of flag files: strict types, no unknown keys but where flagd allows."""
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
@@ -224,6 +230,9 @@ def make_converter() -> cattrs.Converter:
                       (Rule, _rule), (Evaluators, _evaluators), (Percentage, _percentage),
                       (UserList, _users)):
         conv.register_structure_hook(typ, hook)
+        # ``T | None`` straight to T's hook: cattrs' generic Optional dispatch costs a call more
+        # per field, and a large file has tens of thousands of them.
+        conv.register_structure_hook(Optional[typ], _or_null(hook))
     for cls, forbid in ((FlagdFlagSpec, False), (SimpleFlagSpec, True), (FileSpec, False)):
         renames = {a.name: cattrs.override(rename=a.metadata["json"]) for a in attrs.fields(cls) if "json" in a.metadata}
         conv.register_structure_hook(
@@ -234,18 +243,10 @@ def make_converter() -> cattrs.Converter:
 
 CONVERTER = make_converter()
 
-# The same notation as agent/rules uses for rule paths, so one file's problems read alike.
-_PLAIN_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*\Z")
-
-
 def child_path(path: str, key: str | int) -> str:
-    """``$.flags`` + ``dark_mode`` -> ``$.flags.dark_mode``; indexes and odd keys in brackets."""
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    if _PLAIN_KEY.match(key):
-        return f"{path}.{key}"
-    escaped = key.replace("\\", "\\\\").replace("'", "\\'")
-    return f"{path}['{escaped}']"
+    """``$.flags`` + ``dark_mode`` -> ``$.flags.dark_mode``; indexes and odd keys in brackets
+    (the notation of rule paths, so one file's problems read alike)."""
+    return render((path, key))
 
 
 def _json_name(cls: type, attr: str) -> str:
@@ -290,19 +291,20 @@ def _walk(exc: BaseException, path: str, cls: type | None) -> Iterator[tuple[str
         yield path, _describe(exc)
 
 
-def problem_at(source: str, flag: str | None, path: str, where: tuple[str | int, ...], message: str) -> Problem:
+def problem_at(source: str, flag: str | None, path: Where, where: tuple[str | int, ...], message: str) -> Problem:
     """A problem at ``path`` followed down ``where``."""
+    path = render(path)
     for step in where:
         path = child_path(path, step)
     return Problem(source, path, message, flag)
 
 
-def structure(raw: Any, cls: type, *, source: str, path: str, flag: str | None) -> tuple[Any, list[Problem]]:
+def structure(raw: Any, cls: type, *, source: str, path: Where, flag: str | None) -> tuple[Any, list[Problem]]:
     """Build ``cls`` from decoded JSON; on failure return None and every problem found."""
     try:
         return CONVERTER.structure(raw, cls), []
     except (ClassValidationError, IterableValidationError, Broken) as exc:
-        return None, [Problem(source, p, m, flag) for p, m in _walk(exc, path, cls)]
+        return None, [Problem(source, p, m, flag) for p, m in _walk(exc, render(path), cls)]
 
 
 __all__ = [

@@ -33,11 +33,12 @@ from typing import Any, Protocol
 
 import orjson
 
-from .converter import FileSpec, child_path, json_type, structure
+from .converter import FileSpec, json_type, structure
 from .evaluation import broken_table
 from .flagfile_flagd import FlagdCompiler
 from .flagfile_simple import compile_simple_flag
-from .model import EMPTY, CompiledFlag, ParsedSource, Problem, fingerprint
+from .model import EMPTY, CompiledFlag, ParsedSource, Problem, canonical_json, fingerprint
+from .rules.errors import Where, render
 
 __all__ = ["FlagFileError", "ParsedSource", "Problem", "parse_flag_document"]
 
@@ -143,7 +144,8 @@ class _Reader:
         old_flags = self.reuse.flags if self.reuse is not None else EMPTY
         old_signatures = self.reuse.signatures if self.reuse is not None else EMPTY
         for key, raw, path, kind in self.entries():
-            text = orjson.dumps([kind, raw])
+            # Key order is left out (a reordered flag is the same flag), types are not.
+            text = canonical_json([kind, raw])
             # A digest, not the bytes: orjson hands back a buffer of 4 KiB or more per call.
             signature = signatures[key] = blake2b(text, digest_size=16).digest()
             old = old_flags.get(key)
@@ -154,34 +156,35 @@ class _Reader:
                 flags[key] = old
                 continue
             found: list[Problem] = []
-            flag = self.compile(key, raw, path, kind, found, refs=b'"$ref"' in text)
+            flag = self.compile(key, raw, path, kind, found, text)
             if found:
                 self.problems.extend(found)
-                flag = self.isolate(key, raw, kind, found)
+                flag = self.isolate(key, kind, text, found)
             flags[key] = flag
         return flags, self.problems
 
-    def entries(self) -> Iterator[tuple[str, Any, str, str]]:
+    def entries(self) -> Iterator[tuple[str, Any, Where, str]]:
         raise NotImplementedError
 
-    def compile(self, key: str, raw: Any, path: str, kind: str, found: list[Problem], *,
-                refs: bool = True) -> CompiledFlag | None:
+    def compile(self, key: str, raw: Any, path: Where, kind: str, found: list[Problem], text: bytes) -> CompiledFlag | None:
+        """``text``: the flag's canonical JSON (:func:`~agent.model.canonical_json` of ``[kind, raw]``)."""
         if type(raw) is not dict:
-            found.append(Problem(self.source, path, f"a flag must be an object, got {json_type(raw)}", key))
+            found.append(Problem(self.source, render(path), f"a flag must be an object, got {json_type(raw)}", key))
             return None
         if kind == "simple":
-            return compile_simple_flag(key, raw, path, source=self.source, metadata=self.metadata, found=found)
-        return self.compile_flagd(key, raw, path, found, refs)
+            return compile_simple_flag(key, raw, path, source=self.source, metadata=self.metadata, found=found,
+                                       text=text)
+        return self.compile_flagd(key, raw, path, found, text)
 
-    def compile_flagd(self, key: str, raw: dict, path: str, found: list[Problem], refs: bool) -> CompiledFlag | None:
+    def compile_flagd(self, key: str, raw: dict, path: Where, found: list[Problem], text: bytes) -> CompiledFlag | None:
         raise NotImplementedError  # only documents with a "flags" member hold flagd flags
 
-    def isolate(self, key: str, raw: Any, kind: str, found: list[Problem]) -> CompiledFlag:
+    def isolate(self, key: str, kind: str, text: bytes, found: list[Problem]) -> CompiledFlag:
         message = "; ".join(f"{p.path}: {p.message}" for p in found)
         return CompiledFlag(
             key=key, value_type=None, variants=EMPTY, default_variant=None, metadata=EMPTY,
             enabled=False, source=self.source, format=kind,
-            fingerprint=fingerprint(["broken", raw, message]),
+            fingerprint=fingerprint(b"broken", text, message.encode("utf-8", "surrogatepass")),
             static=broken_table(key, f"flag {key!r} is invalid: {message}"), problems=tuple(found),
         )
 
@@ -196,9 +199,9 @@ class _FlatReader(_Reader):
         if self.doc and not looks_simple:
             raise FlagFileError([Problem(source, "$", _NOT_A_FLAG_FILE)])
 
-    def entries(self) -> Iterator[tuple[str, Any, str, str]]:
+    def entries(self) -> Iterator[tuple[str, Any, Where, str]]:
         for key, raw in self.doc.items():
-            yield key, raw, child_path("$", key), "simple"
+            yield key, raw, ("$", key), "simple"
 
 
 class _DocumentReader(_Reader):
@@ -227,12 +230,14 @@ class _DocumentReader(_Reader):
 
     @staticmethod
     def kind(raw: Any) -> str:
-        if type(raw) is dict and raw.keys() & SIMPLE_KEYS and not raw.keys() & FLAGD_KEYS:
+        if type(raw) is not dict or "variants" in raw:  # the common case first: a flagd flag
+            return "flagd"
+        if raw.keys() & SIMPLE_KEYS and not raw.keys() & FLAGD_KEYS:
             return "simple"
         return "flagd"
 
-    def compile_flagd(self, key: str, raw: dict, path: str, found: list[Problem], refs: bool) -> CompiledFlag | None:
-        return self.flagd.compile_flag(key, raw, path, found, refs=refs)
+    def compile_flagd(self, key: str, raw: dict, path: Where, found: list[Problem], text: bytes) -> CompiledFlag | None:
+        return self.flagd.compile_flag(key, raw, path, found, text)
 
     def read(self) -> tuple[dict[str, CompiledFlag], list[Problem]]:
         flags, problems = super().read()
@@ -242,15 +247,15 @@ class _DocumentReader(_Reader):
         self.problems = [p for p in problems if p.flag is not None or (p.path, p.message) not in with_flag]
         return flags, self.problems
 
-    def entries(self) -> Iterator[tuple[str, Any, str, str]]:
+    def entries(self) -> Iterator[tuple[str, Any, Where, str]]:
         flags = self.doc["flags"]
         if self.fatal:
             return
         if type(flags) is dict:
             for key, raw in flags.items():
-                path = child_path("$.flags", key)
+                path = ("$.flags", key)  # rendered as text only for a problem
                 if not key:
-                    self.problems.append(Problem(self.source, path, "a flag key must not be empty"))
+                    self.problems.append(Problem(self.source, render(path), "a flag key must not be empty"))
                     continue
                 yield key, raw, path, self.kind(raw)
             return

@@ -12,8 +12,9 @@ from typing import Any
 
 from .converter import FlagdFlagSpec, child_path, problem_at, structure, variant_kind
 from .evaluation import static_table, targeting_resolver
-from .model import CompiledFlag, FrozenDict, Problem, fingerprint
+from .model import CompiledFlag, FrozenDict, Problem, canonical_json, fingerprint
 from .rules import CompiledRule, RuleError, compile_targeting, resolve_refs
+from .rules.errors import Where, render
 
 
 class FlagdCompiler:
@@ -26,6 +27,7 @@ class FlagdCompiler:
         self.strict = strict
         self.evaluators = evaluators
         self.metadata = metadata
+        self.metadata_text = canonical_json(metadata)  # part of every flag's fingerprint
         self.report = report  # where problems that do not break a flag go
 
     def check_evaluators(self) -> None:
@@ -37,12 +39,13 @@ class FlagdCompiler:
             except RuleError as exc:
                 self.report(Problem(self.source, exc.path, exc.message))
 
-    def compile_flag(self, key: str, raw: dict, path: str, found: list[Problem], *,
-                     refs: bool = True) -> CompiledFlag | None:
+    def compile_flag(self, key: str, raw: dict, path: Where, found: list[Problem], text: bytes) -> CompiledFlag | None:
         """The compiled flag, or None with what breaks it added to ``found``.
 
-        ``refs=False`` says the flag's JSON holds no ``"$ref"`` key (the caller saw its text),
-        so its targeting is compiled as it is, not copied by ``resolve_refs`` first.
+        ``text`` is the flag's canonical JSON: its fingerprint is made of it, the file's
+        metadata and, for a targeted flag, the bucketing version and the rule with its
+        ``$ref``s resolved. A flag whose text has no ``"$ref"`` is compiled as it is, not
+        copied by ``resolve_refs`` first.
         """
         spec, problems = structure(raw, FlagdFlagSpec, source=self.source, path=path, flag=key)
         found.extend(problems)
@@ -53,16 +56,17 @@ class FlagdCompiler:
         if default is not None and default not in variants:
             found.append(problem_at(self.source, key, path, ("defaultVariant",),
                                     f"must name one of the variants ({', '.join(variants)}) or be null, got {default!r}"))
+        refs = b'"$ref"' in text
         rule, resolved = self._compile_targeting(key, spec.targeting, path, found, refs)
         if found:
             return None
         metadata = FrozenDict({**self.metadata, **spec.metadata}) if spec.metadata else self.metadata
-        effective = {k: v for k, v in raw.items() if k != "key"}
-        effective["metadata"] = metadata
-        if rule is not None:
-            effective["targeting"] = resolved
-            effective["$fractional"] = self.fractional
         enabled = spec.state == "ENABLED"
+        if rule is None:
+            digest = fingerprint(text, self.metadata_text)
+        else:
+            digest = fingerprint(text, self.metadata_text, self.fractional.encode(),
+                                 canonical_json(resolved) if refs else b"")
         if rule is None or not enabled:
             static, resolver = static_table(key, variants, default, metadata, enabled=enabled), None
         else:
@@ -71,24 +75,24 @@ class FlagdCompiler:
         return CompiledFlag(
             key=key, value_type=_value_type(variants), variants=variants, default_variant=default,
             metadata=metadata, enabled=enabled, source=self.source, format="flagd",
-            fingerprint=fingerprint(effective), static=static, resolver=resolver,
+            fingerprint=digest, static=static, resolver=resolver,
         )
 
-    def _compile_targeting(self, key: str, targeting: dict | None, path: str, found: list[Problem],
+    def _compile_targeting(self, key: str, targeting: dict | None, path: Where, found: list[Problem],
                            refs: bool) -> tuple[CompiledRule | None, Any]:
         if not targeting:  # absent, null or {}: no targeting
             return None, None
-        tpath = child_path(path, "targeting")
+        tpath = (path, "targeting")
         try:
             resolved = resolve_refs(targeting, self.evaluators, tpath) if refs else targeting
             return self._compile_rule(resolved, key, tpath, key), resolved
         except RuleError as exc:
             found.append(Problem(self.source, exc.path, exc.message, key))
         except Exception as exc:  # a bug in the rule compiler must break this flag, not the file
-            found.append(Problem(self.source, tpath, f"could not compile targeting ({type(exc).__name__}: {exc})", key))
+            found.append(Problem(self.source, render(tpath), f"could not compile targeting ({type(exc).__name__}: {exc})", key))
         return None, None
 
-    def _compile_rule(self, rule: Any, key: str, path: str, flag: str | None) -> CompiledRule:
+    def _compile_rule(self, rule: Any, key: str, path: Where, flag: str | None) -> CompiledRule:
         """Strict when rejecting. When isolating, a rule flagd's schema refuses but its evaluators
         serve (a sem_ver with two operands...) is served the same way, and still reported."""
         def tolerated(exc: RuleError) -> None:
@@ -99,9 +103,10 @@ class FlagdCompiler:
 
 
 def _value_type(variants: Mapping[str, Any]) -> str:
-    """The flag's type: its variants' one kind (validation let through no other mix than
-    integers with floats, which make a float flag)."""
-    kinds = {type(value) for value in variants.values()}
-    if len(kinds) == 1:
-        return variant_kind(next(iter(variants.values())))  # type: ignore[return-value]
-    return "float"
+    """The flag's type: its variants' one kind, or "float" for integers mixed with floats (the
+    only mix validation lets through)."""
+    values = iter(variants.values())
+    kind = variant_kind(next(values))
+    if kind == "integer" and any(type(value) is float for value in values):
+        return "float"
+    return kind  # type: ignore[return-value]

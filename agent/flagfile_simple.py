@@ -34,8 +34,10 @@ from .model import (
     Problem,
     Resolution,
     Resolver,
+    canonical_json,
     fingerprint,
 )
+from .rules.errors import Where
 
 VARIANTS: Mapping[str, bool] = FrozenDict(on=True, off=False)
 
@@ -45,9 +47,12 @@ def rollout_bucket(flag_key: str, targeting_key: str) -> int:
     return (mmh3.hash((flag_key + targeting_key).encode("utf-8", "surrogatepass"), 0, signed=False) * 100) >> 32
 
 
-def compile_simple_flag(key: str, raw: dict, path: str, *, source: str, metadata: Mapping[str, Any],
-                        found: list[Problem]) -> CompiledFlag | None:
-    """The compiled simple flag, or None with what breaks it added to ``found``."""
+def compile_simple_flag(key: str, raw: dict, path: Where, *, source: str, metadata: Mapping[str, Any],
+                        found: list[Problem], text: bytes) -> CompiledFlag | None:
+    """The compiled simple flag, or None with what breaks it added to ``found``.
+
+    ``text``: the flag's canonical JSON, which with the file's metadata makes its fingerprint.
+    """
     spec, problems = structure(raw, SimpleFlagSpec, source=source, path=path, flag=key)
     found.extend(problems)
     if spec is None:
@@ -63,7 +68,7 @@ def compile_simple_flag(key: str, raw: dict, path: str, *, source: str, metadata
     return CompiledFlag(
         key=key, value_type="boolean", variants=VARIANTS, default_variant=default_variant,
         metadata=metadata, enabled=spec.enabled, source=source, format="simple",
-        fingerprint=fingerprint(["simple", raw, metadata]),
+        fingerprint=fingerprint(text, canonical_json(metadata)),
         static=static, resolver=resolver,
     )
 

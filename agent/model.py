@@ -87,9 +87,18 @@ def deep_freeze(value: Any) -> Any:
     return value
 
 
-def fingerprint(effective: Any) -> str:
-    """A digest equal for equal effective definitions (JSON; key order does not matter)."""
-    return hashlib.sha256(orjson.dumps(effective, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def canonical_json(value: Any) -> bytes:
+    """JSON text equal for equal values, whatever the key order (``1``, ``1.0`` and ``true`` differ)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def fingerprint(*parts: bytes) -> bytes:
+    """A 16-byte digest of ``parts`` (each length-prefixed, so no two splits of one text agree)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.digest()
 
 
 @attrs.frozen
@@ -153,7 +162,7 @@ class CompiledFlag:
     enabled: bool = attrs.field(eq=False)
     source: str = attrs.field(eq=False)
     format: str = attrs.field(eq=False)
-    fingerprint: str = attrs.field(repr=False)
+    fingerprint: bytes = attrs.field(repr=False)
     static: Mapping[str | None, Resolution | None] | None = attrs.field(eq=False, repr=False)
     resolver: Resolver | None = attrs.field(eq=False, repr=False, default=None)
     problems: tuple[Problem, ...] = attrs.field(eq=False, default=())

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .errors import RuleError, child_path, index_path
+from .errors import RuleError, Where
 
 
-def resolve_refs(rule: Any, evaluators: Mapping[str, Any], path: str = "$.targeting") -> Any:
+def resolve_refs(rule: Any, evaluators: Mapping[str, Any], path: Where = "$.targeting") -> Any:
     """A copy of ``rule`` with every ``{"$ref": name}`` replaced by ``evaluators[name]``.
 
     Raises:
@@ -25,15 +25,15 @@ def resolve_refs(rule: Any, evaluators: Mapping[str, Any], path: str = "$.target
         raise RuleError(path, "the rule is nested too deeply to resolve its references") from None
 
 
-def _resolve(rule: Any, evaluators: Mapping[str, Any], path: str, chain: tuple[str, ...]) -> Any:
+def _resolve(rule: Any, evaluators: Mapping[str, Any], path: Where, chain: tuple[str, ...]) -> Any:
     kind = type(rule)
     if kind is list:
-        return [_resolve(item, evaluators, index_path(path, index), chain) for index, item in enumerate(rule)]
+        return [_resolve(item, evaluators, (path, index), chain) for index, item in enumerate(rule)]
     if kind is not dict:
         return rule
     if "$ref" not in rule:
-        return {key: _resolve(value, evaluators, child_path(path, key), chain) for key, value in rule.items()}
-    ref_path = child_path(path, "$ref")
+        return {key: _resolve(value, evaluators, (path, key), chain) for key, value in rule.items()}
+    ref_path = (path, "$ref")
     name = rule["$ref"]
     if len(rule) != 1:
         raise RuleError(path, "a {\"$ref\": ...} object must have no other keys")
@@ -45,5 +45,5 @@ def _resolve(rule: Any, evaluators: Mapping[str, Any], path: str, chain: tuple[s
     if name in chain:
         cycle = " -> ".join((*chain, name))
         raise RuleError(ref_path, f"evaluator references form a cycle: {cycle}")
-    evaluator_path = child_path(child_path("$", "$evaluators"), name)
+    evaluator_path = (("$", "$evaluators"), name)
     return _resolve(evaluators[name], evaluators, evaluator_path, (*chain, name))

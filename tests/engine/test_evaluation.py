@@ -22,7 +22,7 @@ def ruled(rule, variants, default_variant=None, metadata=FrozenDict()):
     variants = FrozenDict(variants)
     flag = CompiledFlag(
         key="f", value_type=None, variants=variants, default_variant=default_variant, metadata=metadata,
-        enabled=True, source="t.json", format="flagd", fingerprint="x", static=None,
+        enabled=True, source="t.json", format="flagd", fingerprint=b"x", static=None,
         resolver=targeting_resolver("f", rule, variants, default_variant, metadata),
     )
     return MappingProxyType({"f": flag})

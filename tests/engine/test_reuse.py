@@ -30,6 +30,13 @@ def test_unchanged_flags_are_reused_and_changed_ones_compiled_again():
     assert evaluate(second.flags, "b", {}).value is False
 
 
+def test_the_same_flag_with_its_keys_in_another_order_is_reused():
+    first = parse(flagd(a=boolean(targeting={"if": [{"var": "x"}, "on", "off"]})))
+    reordered = {"targeting": {"if": [{"var": "x"}, "on", "off"]}, "defaultVariant": "on",
+                 "variants": {"off": False, "on": True}, "state": "ENABLED"}
+    assert parse(flagd(a=reordered), reuse=first).flags["a"] is first.flags["a"]
+
+
 def test_a_change_of_json_type_is_a_change_even_where_python_calls_it_equal():
     first = parse(flagd(a=boolean()))
     doc = flagd(a={"state": "ENABLED", "variants": {"on": 1, "off": 0}, "defaultVariant": "on"})
