@@ -7,7 +7,6 @@ command line wins over the file. Unknown keys and wrong types are refused with t
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from typing import Any
 
@@ -85,6 +84,7 @@ def parse_mode(text: str | int) -> int:
 
 def settings_from_toml(path: str) -> dict[str, Any]:
     """Read a TOML config file into ServeConfig keyword arguments, checking every key."""
+    import tomllib  # here: most starts read no config file, and start-up time is measured
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)

@@ -45,7 +45,10 @@ def _json(name: str) -> dict[str, str]:
     return {"json": name}
 
 
-@attrs.frozen
+# The specs are read once, while their flag compiles, and then dropped: plain (mutable) attrs
+# classes, whose __init__ costs half a frozen one's, times every flag of a large file.
+
+@attrs.define
 class FlagdFlagSpec:
     """A flag in flagd's format, as written. Unknown keys are allowed (the schema allows them)."""
 
@@ -56,7 +59,7 @@ class FlagdFlagSpec:
     metadata: Metadata = EMPTY
 
 
-@attrs.frozen
+@attrs.define
 class SimpleFlagSpec:
     """A flag in the simple format: a boolean with an allow list and a percentage rollout."""
 

@@ -184,7 +184,7 @@ class _Reader:
         return CompiledFlag(
             key=key, value_type=None, variants=EMPTY, default_variant=None, metadata=EMPTY,
             enabled=False, source=self.source, format=kind,
-            fingerprint=fingerprint(b"broken", text, message.encode("utf-8", "surrogatepass")),
+            fingerprint=fingerprint(b"broken", text, canonical_json(message)),
             static=broken_table(key, f"flag {key!r} is invalid: {message}"), problems=tuple(found),
         )
 

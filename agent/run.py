@@ -14,7 +14,6 @@ from typing import Any
 
 import attrs
 import trio
-import watchfiles
 
 from . import __version__
 from .app import App
@@ -75,7 +74,7 @@ async def run_agent(
     config: ServeConfig,
     *,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
-    watch: Any = watchfiles.awatch,
+    watch: Any = None,
     handle_signals: bool = True,
     notifier: Any = None,
     inherited: list[Any] | None = None,

@@ -19,10 +19,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
-import watchfiles
+
+if TYPE_CHECKING:
+    import watchfiles
 
 log = logging.getLogger("flagsock.watch")
 
@@ -67,7 +69,7 @@ class SourceWatcher:
         paths: Sequence[str],
         on_change: Callable[[], Awaitable[Any]],
         *,
-        watch: Watch = watchfiles.awatch,
+        watch: Watch | None = None,
         poll_seconds: float = POLL_SECONDS,
         debounce_ms: int = DEBOUNCE_MS,
         step_ms: int = STEP_MS,
@@ -119,6 +121,11 @@ class SourceWatcher:
                 log.exception("reload after a file change failed unexpectedly")
 
     async def _watch_loop(self) -> None:
+        if self.watch is None:
+            # watchfiles (and the anyio it brings) takes tens of milliseconds to import: done in
+            # a worker thread, once the socket answers, so neither start-up nor the first
+            # requests wait for it.
+            self.watch = await trio.to_thread.run_sync(_import_awatch)
         while True:
             self._restart = trio.Event()
             targets = self._watch_targets()
@@ -173,3 +180,9 @@ class SourceWatcher:
             if now_dirs != dirs or set(targets) != set(self._names):
                 dirs = now_dirs
                 self._restart.set()
+
+
+def _import_awatch() -> Watch:
+    import watchfiles
+
+    return watchfiles.awatch
