@@ -111,7 +111,8 @@ def variant_table(key: str, variant: str, value: Any, reason: str, metadata: Map
     not numbers.
     """
     exact = Resolution(key, value, variant, reason, None, None, metadata)
-    table: Table = {None: exact, **_NONE_FIT}
+    table: Table = _NONE_FIT.copy()
+    table[None] = exact
     kind = type(value)
     if kind is bool:
         table["boolean"] = exact
