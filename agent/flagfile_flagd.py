@@ -99,7 +99,7 @@ class FlagdCompiler:
             self.report(Problem(self.source, exc.path, f"{exc.message} (served as flagd does)", flag))
 
         return compile_targeting(rule, flag_key=key, fractional=self.fractional, path=path,
-                            strict=self.strict, on_problem=None if self.strict else tolerated)
+                                 strict=self.strict, on_problem=None if self.strict else tolerated)
 
 
 def _value_type(variants: Mapping[str, Any]) -> str:
