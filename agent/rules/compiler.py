@@ -149,16 +149,21 @@ class CompiledRule:
     reads_clock: bool
 
 
-def compile_rule(
+def compile_rule(rule: Any, **options: Any) -> Evaluator:
+    """``compile_targeting(rule, **options).evaluate``: the rule's function alone."""
+    return compile_targeting(rule, **options).evaluate
+
+
+def compile_targeting(
     rule: Any,
     *,
     flag_key: str,
     fractional: str = "v2",
-    path: str = "$.targeting",
+    path: Where = "$.targeting",
     strict: bool = True,
     on_problem: Callable[[RuleError], None] | None = None,
-) -> Evaluator:
-    """Compile a targeting rule into ``fn(context) -> value``.
+) -> CompiledRule:
+    """Compile a targeting rule into ``fn(context) -> value``, and say whether it reads the clock.
 
     Args:
         rule: the targeting JSON, ``$ref`` already resolved (see ``resolve_refs``). An
@@ -171,27 +176,13 @@ def compile_rule(
         on_problem: with ``strict=False``, called with each schema problem tolerated.
 
     Returns:
-        A callable taking the context (holding ``targetingKey`` and ``$flagd``) and
-        returning the rule's value. It may raise for a rule that cannot be evaluated
-        against that context; callers report that as PARSE_ERROR.
+        ``CompiledRule``: ``evaluate`` takes the context (holding ``targetingKey`` and
+        ``$flagd``) and returns the rule's value. It may raise for a rule that cannot be
+        evaluated against that context; callers report that as PARSE_ERROR.
 
     Raises:
         RuleError: the rule is refused; ``path`` and ``message`` say where and why.
     """
-    return compile_targeting(rule, flag_key=flag_key, fractional=fractional, path=path, strict=strict,
-                             on_problem=on_problem).evaluate
-
-
-def compile_targeting(
-    rule: Any,
-    *,
-    flag_key: str,
-    fractional: str = "v2",
-    path: str = "$.targeting",
-    strict: bool = True,
-    on_problem: Callable[[RuleError], None] | None = None,
-) -> CompiledRule:
-    """:func:`compile_rule`, also saying whether the rule reads the clock."""
     if fractional not in VERSIONS:
         raise ValueError(f"fractional must be one of {VERSIONS}, got {fractional!r}")
     if type(rule) is not dict:
