@@ -369,17 +369,10 @@ def reload_scenario(rep: Report, load: Load, ag: Server, ref: Server, path: str,
     base = load.run(ref, lines, seconds=window, warmup=0.3, slow_ms=50)
     results = []
     for how, marker in (("atomic replace", "r1"), ("in-place rewrite", "r2")):
-        data = json.dumps(gen_flags.generate(count, "flagd", marker), separators=(",", ":")).encode()
+        data = gen_flags.encode(count, "flagd", marker)
         proc = load.start(ag, lines, seconds=window, warmup=0.3, marker=f'"variant":"{marker}"', slow_ms=50)
         time.sleep(0.3 + 1.0)
-        if how == "atomic replace":
-            tmp = path + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        else:
-            with open(path, "wb") as f:
-                f.write(data)
+        gen_flags.replace_file(path, data, atomic=how == "atomic replace")
         written = time.monotonic_ns()
         out, _ = proc.communicate()
         a = json.loads(out)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 ALLOWED = [f"user-{i}" for i in range(0, 400, 20)]  # 20 users; user-0, user-20, ... user-380
@@ -81,9 +82,25 @@ def generate(count: int, fmt: str = "simple", marker: str = "m0") -> dict[str, A
     return {"flags": flags}
 
 
+def encode(count: int, fmt: str = "simple", marker: str = "m0") -> bytes:
+    return json.dumps(generate(count, fmt, marker), separators=(",", ":")).encode()
+
+
 def write(path: str, count: int, fmt: str = "simple", marker: str = "m0") -> None:
-    with open(path, "w") as f:
-        json.dump(generate(count, fmt, marker), f, separators=(",", ":"))
+    replace_file(path, encode(count, fmt, marker), atomic=False)
+
+
+def replace_file(path: str, data: bytes, *, atomic: bool) -> None:
+    """Put ``data`` at ``path``: renamed over it from a temporary file (``atomic``), or
+    rewritten in place, the two ways editors and deploy tools change a flag file."""
+    if atomic:
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:
+        with open(path, "wb") as f:
+            f.write(data)
 
 
 def main() -> None:

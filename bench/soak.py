@@ -113,6 +113,9 @@ def main() -> int:
         loadgen = bench.build_loadgen(workdir)
         load = bench.Load(loadgen, workdir, pinning)
         agent.start(pinning)
+        # The watcher starts once the agent answers (it imports watchfiles in a worker thread
+        # first): count the agent's fds when it is fully up, as at the end.
+        time.sleep(1.0)
         fds_start = fd_count(agent.pid)
         print(f"soak: {args.minutes:g} min, {args.connections} connections, a reload or write every "
               f"{args.every:g} s; agent pid {agent.pid}, {fds_start} open fds; warm-up {warmup:.0f} s")
@@ -202,15 +205,7 @@ def act(client: Client, kind: str, step: int, reload_file: str, count: int, fail
             failures.append(f"set #{step}: {answer.get('error')}")
         return
     marker = f"m{step}"
-    data = json.dumps(gen_flags.generate(count, "flagd", marker), separators=(",", ":")).encode()
-    if kind == "replace":
-        tmp = reload_file + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, reload_file)
-    else:
-        with open(reload_file, "wb") as f:
-            f.write(data)
+    gen_flags.replace_file(reload_file, gen_flags.encode(count, "flagd", marker), atomic=kind == "replace")
     deadline = time.monotonic() + 5.0
     while True:
         answer = client.ask({"op": "evaluate", "flag": "bench-marker"})
