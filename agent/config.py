@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from agent.engine.limits import LOAD_TIMEOUT, MAX_BYTES, MAX_DEPTH, MAX_FLAGS, MAX_RULE_NODES, MIN_DEPTH, Limits
 from agent.host.errors import StartupError
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE
 from protocol.framing import DEFAULT_MAX_LINE_BYTES
@@ -24,6 +25,14 @@ class ConfigError(StartupError):
 def _positive(inst: Any, attr: attrs.Attribute, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{attr.name.replace('_', '-')} must be greater than 0, not {value}")
+
+
+def _at_least(low: int):
+    def check(inst: Any, attr: attrs.Attribute, value: int) -> None:
+        if value < low:
+            raise ConfigError(f"{attr.name.replace('_', '-')} must be at least {low}, not {value}")
+
+    return check
 
 
 def _one_of(*choices: str):
@@ -58,12 +67,25 @@ class ServeConfig:
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Events a subscriber may leave unread before it is disconnected.
     subscriber_queue: int = attrs.field(default=DEFAULT_SUBSCRIBER_QUEUE, validator=_positive)
+    #: The bounds of one flag document (see agent/engine/limits.py and docs/reliability.md).
+    max_depth: int = attrs.field(default=MAX_DEPTH, validator=_at_least(MIN_DEPTH))
+    max_file_bytes: int = attrs.field(default=MAX_BYTES, validator=_positive)
+    max_flags: int = attrs.field(default=MAX_FLAGS, validator=_positive)
+    max_rule_nodes: int = attrs.field(default=MAX_RULE_NODES, validator=_positive)
+    #: Seconds a flag source may take to load before the load is abandoned as its error.
+    load_timeout: float = attrs.field(default=LOAD_TIMEOUT, validator=_positive)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_depth=self.max_depth, max_bytes=self.max_file_bytes, max_flags=self.max_flags,
+                      max_rule_nodes=self.max_rule_nodes)
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
 _TUPLES = {"flags", "allow_write", "allow_write_group"}
-_INTS = {"max_connections", "max_line_bytes", "subscriber_queue"}
-_FLOATS = {"shutdown_timeout", "send_timeout"}
+_INTS = {"max_connections", "max_line_bytes", "subscriber_queue", "max_depth", "max_file_bytes", "max_flags",
+         "max_rule_nodes"}
+_FLOATS = {"shutdown_timeout", "send_timeout", "load_timeout"}
 _BOOLS = {"read_only"}
 
 

@@ -134,7 +134,7 @@ def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: 
     for name in remove_stale_temps(target):
         log.info("removed %s, a temporary file an interrupted write left behind", name)
     log.info("set and delete change %s", target)
-    return Writer(store, reloader, target, fractional=config.fractional)
+    return Writer(store, reloader, target, fractional=config.fractional, limits=config.limits)
 
 
 async def run_agent(
@@ -162,7 +162,8 @@ async def run_agent(
         inherited = systemd.inherited_sockets()
     sources = build_sources(config, watch=watch, poll_seconds=poll_seconds)
     store = Store([s.name for s in sources], subscriber_queue=config.subscriber_queue)
-    reloader = Reloader(store, sources, LoadOptions(fractional=config.fractional, invalid_flags=config.invalid_flags))
+    reloader = Reloader(store, sources, LoadOptions(fractional=config.fractional, invalid_flags=config.invalid_flags,
+                                                    limits=config.limits, load_timeout=config.load_timeout))
     if settings.write_target is None:
         log.info("set and delete are off: %s", settings.read_only_reason)
     stop = trio.Event()

@@ -15,6 +15,7 @@ from typing import Any
 
 from agent import __version__
 from agent.cli.transport import CliError, events, request, socket_path
+from agent.engine.limits import LOAD_TIMEOUT, MAX_BYTES, MAX_DEPTH, MAX_FLAGS, MAX_RULE_NODES, MIN_DEPTH
 
 EPILOG = """exit status: 0 ok, 1 refused or invalid, 2 bad usage or configuration, 3 agent unreachable.
 client commands find the agent with --socket, else $FLAGSOCK_SOCKET, else /run/flagsock/flagsock.sock.
@@ -75,6 +76,29 @@ def _whole_number(minimum: int, what: str):
 
 
 _positive_int = _whole_number(1, "expected a whole number of at least 1")
+_depth = _whole_number(MIN_DEPTH, f"--max-depth takes a whole number of at least {MIN_DEPTH}")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds greater than 0, not {text}")
+    return value
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """The limits of one flag document, the same for ``serve`` and ``validate``."""
+    parser.add_argument("--max-depth", type=_depth, metavar="N",
+                        help=f"deepest JSON nesting of a flag file and a set definition (default {MAX_DEPTH})")
+    parser.add_argument("--max-file-bytes", type=_positive_int, metavar="N",
+                        help=f"largest flag file read (default {MAX_BYTES})")
+    parser.add_argument("--max-flags", type=_positive_int, metavar="N",
+                        help=f"most flags in one flag file (default {MAX_FLAGS})")
+    parser.add_argument("--max-rule-nodes", type=_positive_int, metavar="N",
+                        help=f"most nodes one targeting rule may expand to with its $refs (default {MAX_RULE_NODES})")
 _revision = _whole_number(0, "--if-revision takes a revision number")
 
 
@@ -109,11 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["auto", "text", "journal", "json"], help="default auto: journal under systemd, else text")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="time in-flight requests get after SIGTERM (default 3)")
+    add_limit_options(serve)
+    serve.add_argument("--load-timeout", type=_positive_seconds, metavar="SECONDS",
+                       help=f"a flag source still loading after this long is an error of that source (default {LOAD_TIMEOUT:g})")
 
     validate = sub.add_parser("validate", help="check flag files offline",
                               description="Check flag files without an agent. Exit 0 when all are valid, else 1 with one line per problem.")
     validate.add_argument("paths", nargs="+", metavar="PATH")
     validate.add_argument("--fractional", choices=["v2", "v3"], default="v2")
+    add_limit_options(validate)
 
     def client(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description or help)
@@ -201,6 +229,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "log_format": args.log_format,
             "log_level": args.log_level,
             "shutdown_timeout": args.shutdown_timeout,
+            "max_depth": args.max_depth,
+            "max_file_bytes": args.max_file_bytes,
+            "max_flags": args.max_flags,
+            "max_rule_nodes": args.max_rule_nodes,
+            "load_timeout": args.load_timeout,
         }
         config = build_config(file_settings, cli)
     except StartupError as exc:
@@ -237,18 +270,26 @@ def raise_open_file_limit(max_connections: int) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from agent.engine.formats.document import FlagFileError, parse_flag_document
+    from agent.engine.limits import Limits
+    from agent.sources.reading import UnreadableFile, read_regular_file
 
+    limits = Limits(**{name: value for name, value in (
+        ("max_depth", args.max_depth), ("max_bytes", args.max_file_bytes), ("max_flags", args.max_flags),
+        ("max_rule_nodes", args.max_rule_nodes)) if value is not None})
     bad = 0
     for path in args.paths:
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_regular_file(path, limits.max_bytes)
+        except UnreadableFile as exc:
+            print(f"{path}: {exc.reason}")
+            bad += 1
+            continue
         except OSError as exc:
             print(f"{path}: cannot read: {exc.strerror or exc}")
             bad += 1
             continue
         try:
-            parsed = parse_flag_document(data, path, fractional=args.fractional, invalid_flags="reject")
+            parsed = parse_flag_document(data, path, fractional=args.fractional, invalid_flags="reject", limits=limits)
         except FlagFileError as exc:
             for p in exc.problems:
                 print(f"{p.source}: {p.path}: {p.message}")

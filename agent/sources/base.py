@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from agent.engine.limits import DEFAULT_LIMITS, LOAD_TIMEOUT, Limits
 from agent.engine.model import ParsedSource
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -27,6 +28,10 @@ class LoadOptions:
 
     fractional: str = "v2"
     invalid_flags: str = "reject"
+    #: How large, deep and expansive one document may be (also bounds what a file source reads).
+    limits: Limits = DEFAULT_LIMITS
+    #: A load that has not finished after this many seconds is abandoned (see Reloader).
+    load_timeout: float = LOAD_TIMEOUT
 
 
 @attrs.frozen

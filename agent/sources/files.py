@@ -1,7 +1,9 @@
 """A flag file as a source: read it whole and stable, parse it, and watch its directory.
 
 Reading blocks and runs in a worker thread. A file caught half-written is read again until two
-reads agree, so an in-place rewrite is never served half done.
+reads agree, so an in-place rewrite is never served half done. Every read goes through
+:func:`~agent.sources.reading.read_regular_file`: a FIFO, a device or a file past the size limit
+at the flag path is a load error of this source, never a read that blocks or does not end.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import trio
 
 from agent.engine.formats.document import FlagFileError, parse_flag_document
+from agent.engine.limits import MAX_BYTES
 from agent.sources.base import (
     Changed,
     LoadOptions,
@@ -21,6 +24,7 @@ from agent.sources.base import (
     content_hash,
     source_state,
 )
+from agent.sources.reading import UnreadableFile, read_regular_file
 from agent.sources.watcher import POLL_SECONDS, SourceWatcher, Watch
 
 #: Pause between the two reads that must agree before a file's content is trusted.
@@ -29,35 +33,34 @@ SETTLE_SECONDS = 0.015
 MAX_READS = 20
 
 
-def read_stable(path: str, *, settle: float = SETTLE_SECONDS, first: bytes | None = None) -> bytes:
+def read_stable(path: str, *, settle: float = SETTLE_SECONDS, first: bytes | None = None,
+                max_bytes: int = MAX_BYTES) -> bytes:
     """Read a whole file, again and again until two reads a moment apart agree.
 
     Args:
         first: a read already made, to compare the next one with.
+        max_bytes: the largest file read (see :func:`read_regular_file`).
 
     Raises:
-        OSError: the file cannot be opened or read.
+        OSError: the file cannot be opened or read, or is not a regular file of at most
+            ``max_bytes`` (:class:`UnreadableFile`).
     """
-    previous = _read(path) if first is None else first
+    previous = read_regular_file(path, max_bytes) if first is None else first
     for _ in range(MAX_READS):
         time.sleep(settle)
-        current = _read(path)
+        current = read_regular_file(path, max_bytes)
         if current == previous:
             return current
         previous = current
     return previous
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def parse_source(path: str, data: bytes, digest: str, previous: SourceState, options: LoadOptions) -> SourceOutcome:
     """A version's bytes, parsed; ``previous`` with the problems when they do not parse."""
     try:
         parsed = parse_flag_document(
-            data, path, fractional=options.fractional, invalid_flags=options.invalid_flags, reuse=previous
+            data, path, fractional=options.fractional, invalid_flags=options.invalid_flags, reuse=previous,
+            limits=options.limits,
         )
     except FlagFileError as exc:
         return SourceOutcome(previous, str(exc))
@@ -86,13 +89,16 @@ class FileSource:
 
     def load(self, previous: SourceState, options: LoadOptions) -> SourceOutcome:
         path = self.name
+        max_bytes = options.limits.max_bytes
         try:
-            first = _read(path)
+            first = read_regular_file(path, max_bytes)
             if content_hash(first) == previous.content_hash:
                 # What is served already: nothing to settle (the agent's own write lands here). If a
                 # writer is mid-way, its next write brings another change event.
                 return SourceOutcome(previous, None)
-            data = read_stable(path, settle=self._settle, first=first)
+            data = read_stable(path, settle=self._settle, first=first, max_bytes=max_bytes)
+        except UnreadableFile as exc:
+            return SourceOutcome(previous, f"{path}: {exc.reason}")
         except FileNotFoundError:
             return SourceOutcome(previous, f"{path}: file not found")
         except IsADirectoryError:

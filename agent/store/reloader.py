@@ -2,23 +2,29 @@
 
 The watcher, SIGHUP, the ``reload`` op and writes all come through here, so two reloads never
 race to swap the snapshot, and a write never interleaves with a reload.
+
+Each source loads in a worker thread with a deadline (``LoadOptions.load_timeout``): a load that
+has not finished by then is abandoned as an error of that source (its thread may finish later;
+what it returns is dropped), so one source that hangs holds neither the reload lock, nor
+writes, nor shutdown. Until an abandoned load finishes no other load of that source starts, so
+a source that keeps hanging costs one thread, not one per reload.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import functools
 import gc
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 import trio
 
-from agent.sources.base import LoadOptions, Source, SourceOutcome
-from agent.store.loading import prepare
+from agent.sources.base import LoadOptions, Source, SourceOutcome, SourceState
+from agent.store.loading import build, load_source
 from agent.store.snapshot import Prepared
 from agent.store.store import Store
 
@@ -41,6 +47,8 @@ class Reloader:
         self.lock = trio.StrictFIFOLock()
         #: Called on the event loop after each reload attempt (the systemd status line uses it).
         self.on_reload: list[Callable[[ReloadResult], None]] = []
+        #: Per source name, the load abandoned at its deadline that is still running.
+        self._abandoned: dict[str, _Running] = {}
 
     async def reload(self, why: str = "requested") -> ReloadResult:
         async with self.lock:
@@ -55,17 +63,54 @@ class Reloader:
             collecting = gc.isenabled()
             gc.disable()
             try:
-                work = functools.partial(prepare, self.sources, snap.sources, snap.flags, snap.revision,
-                                         self.options)
+                served, current_flags, revision = snap.sources, snap.flags, snap.revision
                 del snap  # from here on the old snapshot is only the store's, to be freed off the loop
-                prepared, outcomes = await trio.to_thread.run_sync(work)
-                del work
+                outcomes = [await self._load(source, state) for source, state in zip(self.sources, served, strict=True)]
+                try:
+                    prepared = await trio.to_thread.run_sync(build, outcomes, current_flags, revision)
+                except Exception as exc:  # MemoryError merging them: keep serving what is served
+                    outcomes = [o if o.state is state else SourceOutcome(state, f"{state.path}: could not be merged "
+                                                                                f"with the other sources ({exc!r})")
+                                for o, state in zip(outcomes, served, strict=True)]
+                    return self._result(self._record(outcomes))
+                del current_flags, served
                 errors = self._record(outcomes)
                 del outcomes
                 return await self.install(prepared, errors, parsed=True)
             finally:
                 if collecting:
                     gc.enable()
+
+    async def _load(self, source: Source, served: SourceState) -> SourceOutcome:
+        """One source's newest version, or its error; never longer than the load timeout."""
+        timeout = self.options.load_timeout
+        stuck = self._abandoned.get(source.name)
+        if stuck is not None:
+            if not stuck.done:
+                return SourceOutcome(served, f"{source.name}: a load abandoned {time.monotonic() - stuck.started:.0f} s "
+                                             "ago has still not finished, so no new one was started; still serving "
+                                             "the last version that loaded")
+            del self._abandoned[source.name]
+        running = _Running(time.monotonic())
+
+        def load() -> SourceOutcome:
+            try:
+                return load_source(source, served, self.options)
+            finally:
+                running.done = True
+
+        with trio.move_on_after(timeout):
+            return await trio.to_thread.run_sync(load, abandon_on_cancel=True)
+        self._abandoned[source.name] = running
+        log.warning("loading %s took longer than %g s; abandoned", source.name, timeout)
+        return SourceOutcome(served, f"{source.name}: loading took longer than {timeout:g} s (the load-timeout "
+                                     "setting) and was abandoned; still serving the last version that loaded")
+
+    def _result(self, errors: tuple[str, ...]) -> ReloadResult:
+        result = ReloadResult(self.store.snapshot.revision, False, errors)
+        for callback in self.on_reload:
+            callback(result)
+        return result
 
     def _record(self, outcomes: list[SourceOutcome]) -> tuple[str, ...]:
         """Health bookkeeping of one reload: which sources loaded and which did not, and why."""
@@ -103,6 +148,16 @@ class Reloader:
             # in a worker thread, in slices, so the event loop gets the GIL in between.
             await trio.to_thread.run_sync(_release, old, parsed or bool(errors))
         return result
+
+
+class _Running:
+    """A load in a worker thread: ``done`` is set by the thread when it returns or raises."""
+
+    __slots__ = ("started", "done")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.done = False
 
 
 def _release(box: list, trim: bool) -> None:

@@ -39,12 +39,11 @@ from typing import Any
 
 import attrs
 
+from agent.engine.formats.detect import FLAGD, SIMPLE, document_format, flag_kind
 from agent.writes.splice import splice
 from protocol.errors import FlagNotFound, InvalidFlag
 
 SIMPLE_FIELDS = ("enabled", "rollout_percentage", "allowed_users")
-SIMPLE_KEYS = frozenset({"enabled", "rollout_percentage", "rollout", "allowed_users"})
-FLAGD_KEYS = frozenset({"state", "variants", "defaultVariant", "targeting"})
 #: The variants a simple flag has (the wire contract: a boolean flag with ``on`` and ``off``).
 _ON_OFF = {"on": True, "off": False}
 _USER = {"var": "targetingKey"}
@@ -93,27 +92,6 @@ def render(text: str | None, old: dict, new: dict, layout: Layout) -> bytes:
         if spliced is not None:
             return spliced.encode("utf-8")
     return encode(new, layout)
-
-
-def entry_kind(raw: Any) -> str:
-    """``simple`` or ``flagd``, as the parser reads a flag of a ``flags`` map."""
-    if type(raw) is dict and raw.keys() & SIMPLE_KEYS and not raw.keys() & FLAGD_KEYS:
-        return "simple"
-    return "flagd"
-
-
-def document_format(doc: dict) -> str:
-    """``flagd``, ``simple``, ``simple-flat`` or ``empty`` (a ``flags`` map with no flags yet)."""
-    if "flags" not in doc:
-        return "simple-flat"
-    flags = doc["flags"]
-    if type(flags) is list or "$evaluators" in doc:
-        return "flagd"
-    if type(flags) is dict:
-        if not flags:
-            return "flagd" if "flagd" in str(doc.get("$schema", "")) else "empty"
-        return "simple" if all(entry_kind(v) == "simple" for v in flags.values()) else "flagd"
-    return "flagd"  # malformed; validation of the result says what is wrong
 
 
 # --- locating a flag ------------------------------------------------------------------------
@@ -222,7 +200,7 @@ def apply_set(doc: dict, change: SetChange, *, fractional: str, where: str) -> d
             raw = {"key": change.flag, **{k: v for k, v in raw.items() if k != "key"}}
         slots.put(change.flag, _in_order(old, raw))
         return new
-    simple_home = slots.flat or fmt in ("simple", "empty") or (old is not None and entry_kind(old) == "simple")
+    simple_home = slots.flat or fmt == SIMPLE or (old is not None and flag_kind(old) == SIMPLE)
     if simple_home and not slots.array:
         slots.put(change.flag, _patched_simple(old, change, siblings=_siblings(slots, change.flag)))
     else:
@@ -236,7 +214,7 @@ def _siblings(slots: _Slots, flag: str) -> list[Any]:
 
 
 def _patched_simple(old: Any, change: SetChange, *, siblings: list[Any]) -> dict:
-    if type(old) is dict and entry_kind(old) == "simple":
+    if type(old) is dict and flag_kind(old) == SIMPLE:
         entry = dict(old)
     else:
         entry = {}
@@ -254,7 +232,7 @@ def simple_state(raw: Any) -> dict[str, Any] | None:
     :func:`flagd_equivalent` writes; None for any other flag."""
     if type(raw) is not dict:
         return None
-    if entry_kind(raw) == "simple":
+    if flag_kind(raw) == SIMPLE:
         pct = raw.get("rollout_percentage", raw.get("rollout"))
         return {"enabled": raw.get("enabled"), "rollout_percentage": pct, "allowed_users": list(raw.get("allowed_users") or [])}
     if raw.get("state") != "ENABLED" or raw.get("variants") != _ON_OFF:
@@ -287,7 +265,7 @@ def simple_state(raw: Any) -> dict[str, Any] | None:
 
 
 def _flagd_from_simple(old: Any, change: SetChange, fractional: str) -> dict:
-    if type(old) is dict and entry_kind(old) == "flagd":
+    if type(old) is dict and flag_kind(old) == FLAGD:
         variants = old.get("variants")
         if type(variants) is dict and variants and not all(type(v) is bool for v in variants.values()):
             raise InvalidFlag(

@@ -13,6 +13,9 @@ import os
 import stat
 import tempfile
 
+from agent.engine.limits import MAX_BYTES
+from agent.sources.reading import read_regular_file
+
 #: OSError numbers that mean "this agent may not write there", answered as READ_ONLY.
 NOT_WRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 TEMP_SUFFIX = ".flagsock-tmp"
@@ -79,11 +82,18 @@ def remove_stale_temps(path: str) -> list[str]:
     return removed
 
 
-def read_current(path: str) -> bytes | None:
-    """The file's bytes, or None when it does not exist (yet)."""
+def read_current(path: str, max_bytes: int = MAX_BYTES) -> bytes | None:
+    """The file's bytes, or None when it does not exist (yet).
+
+    Read as the loader reads it (:func:`~agent.sources.reading.read_regular_file`): never
+    blocking on a FIFO, never reading a device, never more than ``max_bytes`` plus one.
+
+    Raises:
+        UnreadableFile: not a regular file, or larger than ``max_bytes``.
+        OSError: it cannot be read.
+    """
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return read_regular_file(path, max_bytes)
     except FileNotFoundError:
         return None
 

@@ -9,9 +9,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent.writes.docedit import FLAGD_KEYS, SIMPLE_FIELDS, SIMPLE_KEYS, SetChange
+from agent.engine.formats.decoding import too_deep
+from agent.engine.formats.detect import SIMPLE, flag_kind
+from agent.engine.limits import MAX_DEPTH
+from agent.writes.docedit import SIMPLE_FIELDS, SetChange
 from protocol.errors import BadRequest, InvalidFlag
 from protocol.messages import json_type
+
+#: How many levels of a flag file lie above a flag (``$`` > ``flags`` > the flag).
+FLAG_LEVEL = 3
 
 _SET_FIELDS = frozenset({"op", "id", "flag", "definition", "if_revision", *SIMPLE_FIELDS})
 _DELETE_FIELDS = frozenset({"op", "id", "flag", "if_revision"})
@@ -43,8 +49,12 @@ def _if_revision(req: dict) -> int | None:
     return value
 
 
-def parse_set(req: dict) -> tuple[SetChange, int | None]:
-    """Check a ``set`` request's shape and simple values; the flag itself is checked by the parser."""
+def parse_set(req: dict, *, max_depth: int = MAX_DEPTH) -> tuple[SetChange, int | None]:
+    """Check a ``set`` request's shape and simple values; the flag itself is checked by the parser.
+
+    ``max_depth`` is the flag file's depth limit: a ``definition`` that would make the file
+    nest deeper is refused here, before anything encodes it.
+    """
     _check_fields(req, _SET_FIELDS)
     flag = _flag(req)
     given = [f for f in SIMPLE_FIELDS if f in req]
@@ -54,7 +64,11 @@ def parse_set(req: dict) -> tuple[SetChange, int | None]:
         definition = req["definition"]
         if type(definition) is not dict:
             raise InvalidFlag(f"\"definition\" must be a flagd flag object, not {json_type(definition)}")
-        if definition.keys() & SIMPLE_KEYS and not definition.keys() & FLAGD_KEYS:
+        deep = too_deep(definition, max_depth - FLAG_LEVEL + 1, "definition")
+        if deep is not None:
+            raise InvalidFlag(f"{deep} is nested too deeply: in the flag file it would be more than {max_depth} "
+                              "levels deep (the limit, the max-depth setting); flatten the definition")
+        if flag_kind(definition) == SIMPLE:
             raise InvalidFlag("\"definition\" looks like a simple-format flag; send enabled / rollout_percentage / "
                               "allowed_users as fields of the request instead, or give a flagd flag with state and variants")
         if "key" in definition and definition["key"] != flag:

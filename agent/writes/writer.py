@@ -13,7 +13,6 @@ loader finds the same hash and neither a second revision nor a ``changed`` event
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -22,9 +21,12 @@ from typing import Any
 import attrs
 import trio
 
+from agent.engine.formats.decoding import decode_document
 from agent.engine.formats.document import FlagFileError, parse_flag_document
+from agent.engine.limits import DEFAULT_LIMITS, Limits
 from agent.engine.schema import child_path
 from agent.sources.base import SourceOutcome, SourceState, content_hash, source_state
+from agent.sources.reading import UnreadableFile
 from agent.store.loading import build
 from agent.store.peer import Peer
 from agent.store.reloader import Reloader
@@ -44,7 +46,6 @@ from agent.writes.durable import (
 )
 from agent.writes.request import parse_delete, parse_set
 from protocol.errors import Conflict, InvalidFlag, ProtocolError, ReadOnly
-from protocol.messages import json_type
 
 audit = logging.getLogger("flagsock.audit")
 
@@ -66,13 +67,17 @@ class Writer:
         store, reloader: what is served, and the lock and swap every change goes through.
         path: the flag file that takes the writes; one of the agent's sources.
         fractional: the bucketing version new rules are checked with.
+        limits: the bounds of the flag file, the same the loader keeps (a write cannot make a
+            file the agent would then refuse to load).
     """
 
-    def __init__(self, store: Store, reloader: Reloader, path: str, *, fractional: str) -> None:
+    def __init__(self, store: Store, reloader: Reloader, path: str, *, fractional: str,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.store = store
         self.reloader = reloader
         self.path = path
         self.fractional = fractional
+        self.limits = limits
 
     async def handle_set(self, peer: Peer, req: dict) -> dict:
         return await self._handle(peer, req, "set")
@@ -84,7 +89,7 @@ class Writer:
         named = req.get("flag") if type(req.get("flag")) is str else None
         try:
             if op == "set":
-                change, if_revision = parse_set(req)
+                change, if_revision = parse_set(req, max_depth=self.limits.max_depth)
                 flag = change.flag
                 edit = lambda doc: apply_set(doc, change, fractional=self.fractional, where=self.path)  # noqa: E731
             else:
@@ -144,7 +149,10 @@ class Writer:
         reason = why_not_writable(path)
         if reason:
             raise ReadOnly(reason)
-        data = read_current(path)
+        try:
+            data = read_current(path, self.limits.max_bytes)
+        except UnreadableFile as exc:
+            raise ReadOnly(f"{path} {exc.reason}; nothing was changed") from None
         moved_on = (content_hash(data) if data is not None else None) != served.content_hash
         if moved_on and if_revision is not None:
             raise Conflict(f"{path} changed on disk after revision {if_revision} was loaded (an outside edit "
@@ -153,7 +161,7 @@ class Writer:
         new_data = render(text, doc, edit(doc), layout)
         try:
             parsed = parse_flag_document(new_data, path, fractional=self.fractional, invalid_flags="reject",
-                                         reuse=served)
+                                         reuse=served, limits=self.limits)
         except FlagFileError as exc:
             raise InvalidFlag(f"the change would make {path} invalid, so nothing was written: "
                               + "; ".join(_where(p, flag) + p.message for p in exc.problems)) from None
@@ -170,16 +178,22 @@ class Writer:
         return _Written(SourceOutcome(state, None), wrote)
 
     def _decode(self, data: bytes | None) -> tuple[dict, Any, str | None]:
+        """The file as it is on disk, decoded by the loader's own rules (so a write never edits
+        a document the loader refuses to read: too deep, duplicate keys, rounded numbers)."""
         if data is None or not data.strip():
             return {"flags": {}}, DEFAULT_LAYOUT, None
         try:
             text = data.decode("utf-8-sig")
-            doc = json.loads(text)
-        except ValueError as exc:  # UnicodeDecodeError is one too
-            raise InvalidFlag(f"{self.path} on disk is not valid JSON ({exc}); fix or replace the file first "
+        except UnicodeDecodeError as exc:
+            raise InvalidFlag(f"{self.path} on disk is not valid UTF-8 ({exc}); fix or replace the file first "
                               f"(the agent still serves revision {self.store.snapshot.revision})") from None
-        if type(doc) is not dict:
-            raise InvalidFlag(f"{self.path} on disk is {json_type(doc)}, not a flag file; fix or replace it first")
+        try:
+            doc = decode_document(data, self.path, self.limits)
+        except FlagFileError as exc:
+            raise InvalidFlag(f"{self.path} on disk cannot be edited: "
+                              + "; ".join(f"{p.path}: {p.message}" for p in exc.problems)
+                              + f"; fix or replace the file first (the agent still serves revision "
+                                f"{self.store.snapshot.revision})") from None
         return doc, detect_layout(text), text
 
 

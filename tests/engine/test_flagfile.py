@@ -47,10 +47,13 @@ def test_flat_format_allows_a_schema_key():
     assert set(parsed.flags) == {"dark_mode"}
 
 
-def test_empty_object_is_an_empty_flat_file():
-    parsed = parse({})
-    assert parsed.format == "simple-flat"
-    assert dict(parsed.flags) == {}
+def test_empty_object_is_refused_rather_than_served_as_no_flags():
+    # Serving {} would silently remove every flag (issue 13); {"flags": {}} says it on purpose.
+    for doc in ({}, {"$schema": "https://flagd.dev/schema/v0/flags.json"}):
+        with pytest.raises(FlagFileError) as caught:
+            parse(doc)
+        assert [(p.path, "no flags" in p.message) for p in caught.value.problems] == [("$", True)]
+    assert dict(parse({"flags": {}}).flags) == {}
 
 
 def test_flagd_map_format_is_detected():

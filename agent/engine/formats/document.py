@@ -13,15 +13,18 @@ Inside a ``flags`` map each flag is read by its own keys: one with ``state``/``v
 ``defaultVariant``/``targeting`` is a flagd flag, one with only simple keys (``enabled``,
 ``rollout_percentage``, ``rollout``, ``allowed_users``) is a simple flag. So a simple file can
 take a flagd flag (what ``set`` with a ``definition`` writes) and vice versa; such a mixed
-document reports ``format == "flagd"``, an all-simple one ``"simple"``.
+document reports ``format == "flagd"``, an all-simple one ``"simple"``. Both decisions are
+:mod:`agent.engine.formats.detect`'s, which the writer asks too.
 
 Problems of one flag break that flag only: ``invalid_flags="reject"`` refuses the file listing
 every one, ``"isolate"`` loads the rest and the broken flags answer PARSE_ERROR. Under
 ``isolate`` a targeting rule that flagd's schema refuses but flagd's evaluators still serve (a
 ``sem_ver`` with an unknown operator, a negative weight) is served as flagd serves it, and
 reported in ``problems`` all the same. A file that is
-empty, not JSON, not an object, not recognisably a flag file, or whose own ``metadata`` /
-``$evaluators`` / ``flags`` member is malformed is always refused.
+empty, not JSON, not an object, ``{}``, not recognisably a flag file, beyond the
+:class:`~agent.engine.limits.Limits` (size, depth, flag count, rule expansion), holding a
+duplicate key or an integer that JSON decoding would round (:mod:`agent.engine.formats.decoding`),
+or whose own ``metadata`` / ``$evaluators`` / ``flags`` member is malformed is always refused.
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ from typing import Any, Protocol
 
 import orjson
 
+from agent.engine.formats.decoding import FlagFileError, decode_document
+from agent.engine.formats.detect import SIMPLE_KEYS, document_format, flag_kind
 from agent.engine.formats.flagd import FlagdCompiler
 from agent.engine.formats.simple import compile_simple_flag
+from agent.engine.limits import DEFAULT_LIMITS, Limits
 from agent.engine.model import (
     EMPTY,
     CompiledFlag,
@@ -47,22 +53,16 @@ from agent.engine.rules.errors import Where, render
 from agent.engine.schema import FileSpec, json_type, structure
 from agent.engine.tables import broken_table
 
-__all__ = ["FlagFileError", "ParsedSource", "Problem", "parse_flag_document"]
+__all__ = ["FlagFileError", "Limits", "ParsedSource", "Problem", "parse_flag_document"]
 
-FLAGD_KEYS = frozenset({"state", "variants", "defaultVariant", "targeting"})
-SIMPLE_KEYS = frozenset({"enabled", "rollout_percentage", "rollout", "allowed_users"})
 _NOT_A_FLAG_FILE = (
     'not a flag file: expected a "flags" member (flagd or simple format) or top-level flags '
     'such as {"dark_mode": {"enabled": true}}'
 )
-
-
-class FlagFileError(Exception):
-    """A flag source that cannot be served; ``problems`` says every reason, with JSON paths."""
-
-    def __init__(self, problems: tuple[Problem, ...] | list[Problem]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+_NO_FLAGS = (
+    'no flags: a flag file needs a "flags" member (write {"flags": {}} to serve no flags on purpose) '
+    'or flags at the top level such as {"dark_mode": {"enabled": true}}'
+)
 
 
 class Reusable(Protocol):
@@ -75,7 +75,7 @@ class Reusable(Protocol):
 
 def parse_flag_document(
     data: bytes, source: str, *, fractional: str = "v2", invalid_flags: str = "reject",
-    reuse: Reusable | None = None,
+    reuse: Reusable | None = None, limits: Limits = DEFAULT_LIMITS,
 ) -> ParsedSource:
     """Parse, validate and compile one flag file.
 
@@ -87,6 +87,7 @@ def parse_flag_document(
         reuse: the previous parse of this source: flags whose JSON and whose file context are
             byte for byte the same are taken from it, not compiled again (an edit of a large
             file usually changes a few flags).
+        limits: how large, deep and expansive the document may be (see agent.engine.limits).
 
     Raises:
         FlagFileError: the file cannot be served (see the module docstring).
@@ -95,12 +96,17 @@ def parse_flag_document(
         raise ValueError(f'fractional must be "v2" or "v3", not {fractional!r}')
     if invalid_flags not in ("reject", "isolate"):
         raise ValueError(f'invalid_flags must be "reject" or "isolate", not {invalid_flags!r}')
-    doc = _decode(data, source)
-    context = orjson.dumps([fractional, invalid_flags, doc.get("metadata"), doc.get("$evaluators")])
+    doc = decode_document(data, source, limits)
+    context = orjson.dumps([fractional, invalid_flags, doc.get("metadata"), doc.get("$evaluators"),
+                            limits.max_rule_nodes, limits.max_depth])
     if "flags" in doc:
-        reader = _DocumentReader(source, doc, fractional, strict=invalid_flags == "reject")
+        reader: _Reader = _DocumentReader(source, doc, fractional, strict=invalid_flags == "reject", limits=limits)
     else:
         reader = _FlatReader(source, doc)
+    count = reader.count()
+    if count > limits.max_flags:
+        raise FlagFileError([Problem(source, reader.flags_path, f"{count:,} flags, more than the limit of "
+                                                                f"{limits.max_flags:,} (the max-flags setting)")])
     if reuse is not None and reuse.context == context:
         reader.reuse = reuse
     flags, problems = reader.read()
@@ -111,28 +117,12 @@ def parse_flag_document(
                         signatures=MappingProxyType(reader.signatures), context=context)
 
 
-def _decode(data: bytes, source: str) -> dict:
-    def refuse(message: str) -> FlagFileError:
-        return FlagFileError([Problem(source, "$", message)])
-
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    if not data.strip():
-        raise refuse("file is empty")
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise refuse(f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    if type(doc) is not dict:
-        raise refuse(f"a flag file must be a JSON object, got {json_type(doc)}")
-    return doc
-
-
 class _Reader:
     """What both document shapes share: per-flag compilation and isolation of broken flags."""
 
     format = "simple-flat"
     metadata: Mapping[str, Any] = EMPTY
+    flags_path = "$"
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -173,6 +163,10 @@ class _Reader:
     def entries(self) -> Iterator[tuple[str, Any, Where, str]]:
         raise NotImplementedError
 
+    def count(self) -> int:
+        """How many flags the document holds (before any is read)."""
+        raise NotImplementedError
+
     def compile(self, key: str, raw: Any, path: Where, kind: str, found: list[Problem], text: bytes) -> CompiledFlag | None:
         """``text``: the flag's canonical JSON (:func:`~agent.engine.model.canonical_json` of ``[kind, raw]``)."""
         if type(raw) is not dict:
@@ -202,9 +196,14 @@ class _FlatReader(_Reader):
     def __init__(self, source: str, doc: dict) -> None:
         super().__init__(source)
         self.doc = {k: v for k, v in doc.items() if k != "$schema"}
+        if not self.doc:  # {}: serving it would silently remove every flag
+            raise FlagFileError([Problem(source, "$", _NO_FLAGS)])
         looks_simple = any(type(v) is dict and v.keys() & SIMPLE_KEYS for v in self.doc.values())
-        if self.doc and not looks_simple:
+        if not looks_simple:
             raise FlagFileError([Problem(source, "$", _NOT_A_FLAG_FILE)])
+
+    def count(self) -> int:
+        return len(self.doc)
 
     def entries(self) -> Iterator[tuple[str, Any, Where, str]]:
         for key, raw in self.doc.items():
@@ -214,7 +213,9 @@ class _FlatReader(_Reader):
 class _DocumentReader(_Reader):
     """``{"flags": ..., "metadata": ..., "$evaluators": ...}``, flags in either shape."""
 
-    def __init__(self, source: str, doc: dict, fractional: str, *, strict: bool) -> None:
+    flags_path = "$.flags"
+
+    def __init__(self, source: str, doc: dict, fractional: str, *, strict: bool, limits: Limits) -> None:
         super().__init__(source)
         self.doc = doc
         spec, problems = structure(doc, FileSpec, source=source, path="$", flag=None)
@@ -223,25 +224,17 @@ class _DocumentReader(_Reader):
         self.metadata = spec.metadata if spec else EMPTY
         evaluators = spec.evaluators if spec else EMPTY
         flags = doc["flags"]
-        if type(flags) is list:
-            self.format = "flagd"
-        elif type(flags) is dict:
-            simple = flags and all(self.kind(v) == "simple" for v in flags.values())
-            self.format = "simple" if simple and not evaluators else "flagd"
-        else:
+        self.format = document_format(doc)
+        if type(flags) not in (dict, list):
             self.file_problem("$.flags", "must be an object of flags by key, or an array of flags with a "
                                          f"\"key\"; got {json_type(flags)}")
         self.flagd = FlagdCompiler(source, fractional=fractional, strict=strict, evaluators=evaluators,
-                                   metadata=self.metadata, report=self.problems.append)
+                                   metadata=self.metadata, report=self.problems.append, limits=limits)
         self.flagd.check_evaluators()
 
-    @staticmethod
-    def kind(raw: Any) -> str:
-        if type(raw) is not dict or "variants" in raw:  # the common case first: a flagd flag
-            return "flagd"
-        if raw.keys() & SIMPLE_KEYS and not raw.keys() & FLAGD_KEYS:
-            return "simple"
-        return "flagd"
+    def count(self) -> int:
+        flags = self.doc["flags"]
+        return len(flags) if type(flags) in (dict, list) else 0
 
     def compile_flagd(self, key: str, raw: dict, path: Where, found: list[Problem], text: bytes) -> CompiledFlag | None:
         return self.flagd.compile_flag(key, raw, path, found, text)
@@ -264,7 +257,7 @@ class _DocumentReader(_Reader):
                 if not key:
                     self.problems.append(Problem(self.source, render(path), "a flag key must not be empty"))
                     continue
-                yield key, raw, path, self.kind(raw)
+                yield key, raw, path, flag_kind(raw)
             return
         seen: dict[str, str] = {}
         for i, raw in enumerate(flags):
@@ -280,4 +273,4 @@ class _DocumentReader(_Reader):
                                              f"duplicate flag key {key!r} (also at {seen[key]})", key))
                 continue
             seen[key] = path
-            yield key, raw, path, self.kind(raw)
+            yield key, raw, path, flag_kind(raw)

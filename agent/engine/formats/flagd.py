@@ -1,8 +1,9 @@
 """Flags in flagd's format: validation beyond the schema's types, ``$ref``, compiled targeting.
 
-One :class:`FlagdCompiler` serves one document: it knows the document's ``$evaluators``, its
-metadata, the bucketing version and whether schema problems in rules are refused (``reject``)
-or served the way flagd serves them (``isolate``, where they are still reported).
+One :class:`FlagdCompiler` serves one document: it knows the document's ``$evaluators`` (each
+compiled once, and shared by the flags that refer to it), its metadata, the bucketing version,
+the limits a rule must keep within, and whether schema problems in rules are refused
+(``reject``) or served the way flagd serves them (``isolate``, where they are still reported).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from agent.engine.model import (
     canonical_json,
     fingerprint,
 )
-from agent.engine.rules import CompiledRule, RuleError, compile_targeting, resolve_refs
+from agent.engine.limits import DEFAULT_LIMITS, Limits
+from agent.engine.rules import CompiledRule, RuleError, compile_targeting
 from agent.engine.rules.errors import Where, render
+from agent.engine.rules.refs import SharedEvaluators
 from agent.engine.schema import (
     FlagdFlagSpec,
     child_path,
@@ -33,31 +36,37 @@ class FlagdCompiler:
     """Compiles the flagd flags of one document."""
 
     def __init__(self, source: str, *, fractional: str, strict: bool, evaluators: Mapping[str, Any],
-                 metadata: Mapping[str, Any], report: Callable[[Problem], None]) -> None:
+                 metadata: Mapping[str, Any], report: Callable[[Problem], None],
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.source = source
         self.fractional = fractional
         self.strict = strict
         self.evaluators = evaluators
+        self.limits = limits
+        self.shared = SharedEvaluators(evaluators, fractional=fractional, strict=strict,
+                                       max_nodes=limits.max_rule_nodes, max_depth=limits.max_depth)
         self.metadata = metadata
         self.metadata_text = canonical_json(metadata)  # part of every flag's fingerprint
         self.report = report  # where problems that do not break a flag go
 
     def check_evaluators(self) -> None:
-        """Compile each evaluator alone, so one that no flag uses is still checked."""
-        for name, rule in self.evaluators.items():
+        """Compile each evaluator, so one that no flag uses is still checked."""
+        for name in self.evaluators:
             path = child_path("$.$evaluators", name)
             try:
-                self._compile_rule(resolve_refs(rule, self.evaluators, path), "", path, None)
+                shared = self.shared.use(name, path, "")
             except RuleError as exc:
                 self.report(Problem(self.source, exc.path, exc.message))
+                continue
+            for exc in shared.tolerated:
+                self.report(Problem(self.source, exc.path, f"{exc.message} (served as flagd does)"))
 
     def compile_flag(self, key: str, raw: dict, path: Where, found: list[Problem], text: bytes) -> CompiledFlag | None:
         """The compiled flag, or None with what breaks it added to ``found``.
 
         ``text`` is the flag's canonical JSON: its fingerprint is made of it, the file's
-        metadata and, for a targeted flag, the bucketing version and the rule with its
-        ``$ref``s resolved. A flag whose text has no ``"$ref"`` is compiled as it is, not
-        copied by ``resolve_refs`` first.
+        metadata and, for a targeted flag, the bucketing version and the digests of the
+        evaluators its rule refers to (so a changed evaluator changes the flags using it).
         """
         spec, problems = structure(raw, FlagdFlagSpec, source=self.source, path=path, flag=key)
         found.extend(problems)
@@ -68,8 +77,7 @@ class FlagdCompiler:
         if default is not None and default not in variants:
             found.append(problem_at(self.source, key, path, ("defaultVariant",),
                                     f"must name one of the variants ({', '.join(variants)}) or be null, got {default!r}"))
-        refs = b'"$ref"' in text
-        rule, resolved = self._compile_targeting(key, spec.targeting, path, found, refs)
+        rule = self._compile_targeting(key, spec.targeting, path, found)
         if found:
             return None
         metadata = FrozenDict({**self.metadata, **spec.metadata}) if spec.metadata else self.metadata
@@ -77,8 +85,7 @@ class FlagdCompiler:
         if rule is None:
             digest = fingerprint(text, self.metadata_text)
         else:
-            digest = fingerprint(text, self.metadata_text, self.fractional.encode(),
-                                 canonical_json(resolved) if refs else b"")
+            digest = fingerprint(text, self.metadata_text, self.fractional.encode(), b"".join(rule.ref_digests))
         if rule is None or not enabled:
             static, resolver = static_table(key, variants, default, metadata, enabled=enabled), None
         else:
@@ -90,19 +97,18 @@ class FlagdCompiler:
             fingerprint=digest, static=static, resolver=resolver,
         )
 
-    def _compile_targeting(self, key: str, targeting: dict | None, path: Where, found: list[Problem],
-                           refs: bool) -> tuple[CompiledRule | None, Any]:
+    def _compile_targeting(self, key: str, targeting: dict | None, path: Where,
+                           found: list[Problem]) -> CompiledRule | None:
         if not targeting:  # absent, null or {}: no targeting
-            return None, None
+            return None
         tpath = (path, "targeting")
         try:
-            resolved = resolve_refs(targeting, self.evaluators, tpath) if refs else targeting
-            return self._compile_rule(resolved, key, tpath, key), resolved
+            return self._compile_rule(targeting, key, tpath, key)
         except RuleError as exc:
             found.append(Problem(self.source, exc.path, exc.message, key))
         except Exception as exc:  # a bug in the rule compiler must break this flag, not the file
             found.append(Problem(self.source, render(tpath), f"could not compile targeting ({type(exc).__name__}: {exc})", key))
-        return None, None
+        return None
 
     def _compile_rule(self, rule: Any, key: str, path: Where, flag: str | None) -> CompiledRule:
         """Strict when rejecting. When isolating, a rule flagd's schema refuses but its evaluators
@@ -111,7 +117,9 @@ class FlagdCompiler:
             self.report(Problem(self.source, exc.path, f"{exc.message} (served as flagd does)", flag))
 
         return compile_targeting(rule, flag_key=key, fractional=self.fractional, path=path,
-                                 strict=self.strict, on_problem=None if self.strict else tolerated)
+                                 strict=self.strict, on_problem=None if self.strict else tolerated,
+                                 evaluators=self.shared, max_nodes=self.limits.max_rule_nodes,
+                                 max_depth=self.limits.max_depth)
 
 
 def _value_type(variants: Mapping[str, Any]) -> str:

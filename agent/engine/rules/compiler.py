@@ -20,12 +20,12 @@ Two kinds of problem are told apart:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import attrs
 
 from . import arithmetic, arrays, data, logic, strings
-from .errors import RuleError, Where
+from .errors import RuleError, Where, render
 from .fractional import VERSIONS, compile_fractional
 from .nodes import Arg, Const, Evaluator, Node, OpCompiler, as_function
 from .semver import compile_sem_ver
@@ -74,16 +74,32 @@ _OPERATOR_NAMES = ", ".join(sorted(OPERATORS))
 
 
 class _RuleCompiler:
-    """One compilation: the flag it is for, the options, and where problems go."""
+    """One compilation: the flag it is for, the options, where problems go, and what the rule
+    was found to cost (``nodes``, ``deepest``, with what its references add)."""
 
     def __init__(
-        self, flag_key: str, fractional: str, strict: bool, on_problem: Callable[[RuleError], None] | None
+        self, flag_key: str, fractional: str, strict: bool, on_problem: Callable[[RuleError], None] | None,
+        *, root: Where = "$", evaluators: References | None = None, max_nodes: int | None = None,
+        max_depth: int | None = None,
     ) -> None:
         self.flag_key = flag_key
         self.fractional = fractional
         self._strict = strict
         self._on_problem = on_problem
         self.reads_clock = False
+        #: Set by an operator that captured ``flag_key`` (so the rule cannot serve another flag).
+        self.uses_flag_key = False
+        self.root = root
+        self.evaluators = evaluators
+        self.max_nodes = max_nodes
+        self.max_depth = max_depth
+        self.nodes = 0
+        self.level = 0
+        self.deepest = 0
+        #: The digest of each evaluator referred to, in order (part of the flag's fingerprint).
+        self.ref_digests: list[bytes] = []
+        self._largest: tuple[int, str, Where] | None = None
+        self._reported: set[tuple[str, str]] = set()
 
     def problem(self, path: Where, message: str) -> None:
         error = RuleError(path, message)
@@ -93,12 +109,21 @@ class _RuleCompiler:
             self._on_problem(error)
 
     def compile(self, raw: Any, path: Where) -> Node:
+        self.nodes += 1
+        if self.max_nodes is not None and self.nodes > self.max_nodes:
+            self._too_large()
         kind = type(raw)
-        if kind is dict:
-            return self._operation(raw, path)
-        if kind is list:
+        if kind is not dict and kind is not list:
+            return Const(raw)
+        self.level += 1
+        if self.level > self.deepest:
+            self.deepest = self.level
+        try:
+            if kind is dict:
+                return self._operation(raw, path)
             return self._array(raw, path)
-        return Const(raw)
+        finally:
+            self.level -= 1
 
     def _operation(self, raw: dict[str, Any], path: Where) -> Node:
         if len(raw) != 1:
@@ -109,15 +134,45 @@ class _RuleCompiler:
             return Const(raw)
         ((name, operands),) = raw.items()
         if name == "$ref":
-            raise RuleError(
-                (path, "$ref"),
-                f"reference to evaluator {operands!r} was not resolved; define it under \"$evaluators\"",
-            )
+            return self._reference(operands, path)
         compile_operator = OPERATORS.get(name)
         if compile_operator is None:
             raise RuleError(path, f"unknown operator {name!r}; expected one of {_OPERATOR_NAMES}")
         operator_path = (path, name)
         return compile_operator(self, _operands(operands, operator_path), operator_path)
+
+    def _reference(self, name: Any, path: Where) -> Node:
+        """``{"$ref": name}``: the evaluator's shared closure, with all it costs and reads."""
+        ref_path = (path, "$ref")
+        if self.evaluators is None:
+            raise RuleError(ref_path, f"reference to evaluator {name!r} was not resolved; define it under "
+                                      "\"$evaluators\"")
+        shared = self.evaluators.use(name, ref_path, self.flag_key)
+        self.nodes += shared.nodes - 1  # the {"$ref"} object stands for the evaluator's nodes
+        if self._largest is None or shared.nodes > self._largest[0]:
+            self._largest = (shared.nodes, name, path)
+        if self.max_nodes is not None and self.nodes > self.max_nodes:
+            self._too_large()
+        self.deepest = max(self.deepest, self.level - 1 + shared.depth)
+        if self.max_depth is not None and self.deepest > self.max_depth:
+            raise RuleError(self.root, f"with the evaluators it refers to, this rule nests {self.deepest} levels "
+                                       f"deep, more than the limit of {self.max_depth} (the max-depth setting)")
+        self.reads_clock = self.reads_clock or shared.reads_clock
+        self.uses_flag_key = self.uses_flag_key or shared.uses_flag_key
+        self.ref_digests.append(shared.digest)
+        for error in shared.tolerated:  # reported again, now against the flag that uses it
+            if (error.path, error.message) not in self._reported and self._on_problem is not None:
+                self._reported.add((error.path, error.message))
+                self._on_problem(error)
+        return shared.node
+
+    def _too_large(self) -> None:
+        message = (f"this rule expands to more than {self.max_nodes:,} nodes (the limit, the max-rule-nodes "
+                   "setting)")
+        if self._largest is not None:
+            nodes, name, path = self._largest
+            message += f"; the largest part is evaluator {name!r} ({nodes:,} nodes) at {render(path)}"
+        raise RuleError(self.root, message + "; make it smaller or refer to fewer evaluators")
 
     def _array(self, raw: list[Any], path: Where) -> Node:
         if not any(type(item) is dict or type(item) is list for item in raw):
@@ -127,6 +182,13 @@ class _RuleCompiler:
             return Const([node.value for node in nodes])  # type: ignore[union-attr]
         functions = [as_function(node) for node in nodes]
         return lambda data: [function(data) for function in functions]
+
+
+class References(Protocol):
+    """What the compiler asks of a document's ``$evaluators`` (see ``refs.SharedEvaluators``)."""
+
+    def use(self, name: Any, path: Where, flag_key: str) -> Any:
+        """The compiled evaluator ``name`` (a ``refs.Shared``); RuleError when there is none."""
 
 
 def _operands(raw: Any, path: Where) -> list[Arg]:
@@ -142,11 +204,17 @@ class CompiledRule:
 
     ``reads_clock`` is False when the rule cannot see ``$flagd.timestamp`` (no ``var`` or
     ``missing`` names it, the whole ``$flagd`` object or the whole context, and no path is
-    computed at run time), so its callers may spare reading the clock.
+    computed at run time), so its callers may spare reading the clock. ``nodes`` and ``depth``
+    are its size and nesting with its references expanded; ``ref_digests`` identify the
+    evaluators it refers to (what they are, not only their names).
     """
 
     evaluate: Evaluator
     reads_clock: bool
+    nodes: int = 0
+    depth: int = 0
+    uses_flag_key: bool = False
+    ref_digests: tuple[bytes, ...] = ()
 
 
 def compile_rule(rule: Any, **options: Any) -> Evaluator:
@@ -162,18 +230,25 @@ def compile_targeting(
     path: Where = "$.targeting",
     strict: bool = True,
     on_problem: Callable[[RuleError], None] | None = None,
+    evaluators: References | None = None,
+    max_nodes: int | None = None,
+    max_depth: int | None = None,
 ) -> CompiledRule:
     """Compile a targeting rule into ``fn(context) -> value``, and say whether it reads the clock.
 
     Args:
-        rule: the targeting JSON, ``$ref`` already resolved (see ``resolve_refs``). An
-            empty object means "no targeting" and compiles to a function answering null.
+        rule: the targeting JSON. An empty object means "no targeting" and compiles to a
+            function answering null.
         flag_key: the flag the rule belongs to (fractional's default bucketing subject).
         fractional: bucketing version, ``"v2"`` or ``"v3"`` (see ``fractional``).
         path: JSON path of ``rule``, the prefix of every ``RuleError.path``.
         strict: raise for everything flagd's schema refuses (see module docstring);
             when False, only for rules that cannot be evaluated at all.
         on_problem: with ``strict=False``, called with each schema problem tolerated.
+        evaluators: the document's ``$evaluators``, compiled once and shared
+            (``refs.SharedEvaluators``); without them a ``{"$ref": ...}`` is refused.
+        max_nodes: the most nodes the rule may expand to, its references counted whole.
+        max_depth: the deepest the rule may nest with its references expanded.
 
     Returns:
         ``CompiledRule``: ``evaluate`` takes the context (holding ``targetingKey`` and
@@ -189,10 +264,27 @@ def compile_targeting(
         raise RuleError(path, f"targeting must be a JSON object (a JSON Logic rule), got {type(rule).__name__}")
     if not rule:
         return CompiledRule(lambda _context: None, reads_clock=False)
-    compiler = _RuleCompiler(flag_key, fractional, strict, on_problem)
+    node, compiled = compile_node(rule, flag_key=flag_key, fractional=fractional, path=path, strict=strict,
+                                  on_problem=on_problem, evaluators=evaluators, max_nodes=max_nodes,
+                                  max_depth=max_depth)
+    return attrs.evolve(compiled, evaluate=as_function(node))
+
+
+def compile_node(rule: Any, *, flag_key: str, fractional: str, path: Where, strict: bool,
+                 on_problem: Callable[[RuleError], None] | None, evaluators: References | None,
+                 max_nodes: int | None, max_depth: int | None) -> tuple[Node, CompiledRule]:
+    """``compile_targeting`` without its checks of ``rule``, keeping a constant as a ``Const``
+    (an evaluator's node is shared, and its referrers fold constants)."""
+    compiler = _RuleCompiler(flag_key, fractional, strict, on_problem, root=path, evaluators=evaluators,
+                             max_nodes=max_nodes, max_depth=max_depth)
     try:
-        evaluate = as_function(compiler.compile(rule, path))
+        node = compiler.compile(rule, path)
     except RecursionError:
         raise RuleError(path, "the rule is nested too deeply to compile; flatten it (e.g. chain "
                         "conditions in one \"if\" or \"and\" instead of nesting them)") from None
-    return CompiledRule(evaluate, reads_clock=compiler.reads_clock)
+    return node, CompiledRule(_unset, reads_clock=compiler.reads_clock, nodes=compiler.nodes, depth=compiler.deepest,
+                              uses_flag_key=compiler.uses_flag_key, ref_digests=tuple(compiler.ref_digests))
+
+
+def _unset(_context: Any) -> Any:
+    raise AssertionError("compile_node's CompiledRule has no evaluate of its own; use the node")

@@ -149,6 +149,7 @@ def compile_fractional(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
         return Const(None)
     first, first_path = args[0]
     if type(first) is list:
+        c.uses_flag_key = True
         hasher = _shorthand_hasher(c.fractional, c.flag_key)
         entries = args
     else:
@@ -158,6 +159,7 @@ def compile_fractional(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
                 "the bucketing value must be an expression such as {\"var\": \"email\"}, "
                 "or left out to bucket by flag key and targetingKey",
             )
+        c.uses_flag_key = c.uses_flag_key or c.fractional == "v2"  # v2 falls back to the flag key
         hasher = _expression_hasher(c.fractional, c.flag_key, c.compile(first, first_path))
         entries = args[1:]
     buckets = [_bucket(c, raw, entry_path) for raw, entry_path in entries]

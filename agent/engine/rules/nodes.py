@@ -42,6 +42,8 @@ class Compiler(Protocol):
     fractional: str
     #: Set by an operator that may see ``$flagd.timestamp`` (see ``data.may_read_clock``).
     reads_clock: bool
+    #: Set by an operator that captures ``flag_key``: the closure then serves that flag only.
+    uses_flag_key: bool
 
     def compile(self, raw: Any, path: Where) -> Node:
         """Compile a sub-rule."""
