@@ -24,11 +24,32 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.engine.model import ERROR, NO_DEFAULT, VALUE_TYPES, CompiledFlag, Resolution
+from agent.engine.tables import request_data
 from protocol.errors import FLAG_NOT_FOUND, INVALID_CONTEXT, TYPE_MISMATCH
 
-__all__ = ["NO_DEFAULT", "Resolution", "evaluate"]
+__all__ = ["NO_DEFAULT", "PreparedContext", "Resolution", "evaluate", "prepare_context"]
 
 _ABSENT: Any = object()
+
+
+class PreparedContext:
+    """A request's context made ready once for all the flags the request evaluates.
+
+    ``evaluate_all`` over 10,000 flags with a 5,000-key context used to copy the context for
+    every targeted flag (tens of millions of key copies: seconds on the event loop); passed
+    as ``evaluate``'s ``context``, this is copied once per request instead. It belongs to one
+    request: rules see it as their data, and each flag sets its own ``$flagd`` entry in it.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, context: Mapping[str, Any] | None) -> None:
+        self.data = request_data(context)
+
+
+def prepare_context(context: Mapping[str, Any] | None) -> PreparedContext:
+    """``context`` (a mapping, or None) made ready for evaluating many flags (see PreparedContext)."""
+    return PreparedContext(context)
 
 
 def evaluate(
@@ -44,7 +65,8 @@ def evaluate(
 
     Args:
         flags: compiled flags, e.g. a snapshot's.
-        context: the evaluation context; ``targetingKey`` is the user id. Not modified.
+        context: the evaluation context; ``targetingKey`` is the user id. Not modified. A
+            :class:`PreparedContext` when the caller evaluates several flags for one context.
         expected_type: the type the caller wants ("boolean", "string", "integer", "float",
             "object"), or None to take the flag's own.
         default: the caller's default, reported as the value when the flag resolves to no
@@ -62,13 +84,18 @@ def evaluate(
         res = flag.static.get(expected_type, _ABSENT)
         if res is _ABSENT:
             raise ValueError(_bad_type(expected_type))
+    elif type(context) is PreparedContext:
+        if expected_type is not None and expected_type not in VALUE_TYPES:
+            raise ValueError(_bad_type(expected_type))
+        res = flag.resolver(context.data, expected_type, now)
     elif context is not None and type(context) is not dict and not isinstance(context, Mapping):
         res = Resolution(key, NO_DEFAULT, None, ERROR, INVALID_CONTEXT,
                          f"the context must be an object, not {type(context).__name__}")
     elif expected_type is not None and expected_type not in VALUE_TYPES:
         raise ValueError(_bad_type(expected_type))
     else:
-        res = flag.resolver(context, expected_type, now)
+        res = flag.resolver({"targetingKey": None, **context} if context else {"targetingKey": None},
+                            expected_type, now)
     if res is None:  # built on demand: mismatches are rare and their tables would be large
         res = Resolution(key, NO_DEFAULT, None, ERROR, TYPE_MISMATCH,
                          f"flag {key!r} was requested as {expected_type}, but it is a {flag.value_type} flag")

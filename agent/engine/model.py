@@ -132,9 +132,11 @@ class Resolution:
     metadata: Mapping[str, Any] = EMPTY
 
 
-#: ``resolver(context, expected_type, now) -> Resolution`` for a flag whose answer depends on
+#: ``resolver(data, expected_type, now) -> Resolution`` for a flag whose answer depends on
 #: the context; None means the value chosen does not have ``expected_type`` (evaluate() then
-#: builds the TYPE_MISMATCH answer). ``expected_type`` is already known to be valid.
+#: builds the TYPE_MISMATCH answer). ``expected_type`` is already known to be valid. ``data``
+#: is the request's context as :func:`agent.engine.tables.request_data` prepares it, shared by
+#: every flag the request evaluates: a resolver may set its ``$flagd`` entry and nothing else.
 Resolver = Callable[[Any, "str | None", "int | None"], "Resolution | None"]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from agent.engine.evaluate import NO_DEFAULT, evaluate
+from agent.engine.evaluate import NO_DEFAULT, evaluate, prepare_context
 from agent.frontends.service import Service
 from agent.store.peer import Peer
 from agent.store.store import iso_time as _iso
@@ -86,7 +86,7 @@ def op_evaluate(service: Service, conn: Conn, req: dict) -> dict:
 def op_evaluate_all(service: Service, conn: Conn, req: dict) -> dict:
     if not _EVALUATE_ALL_FIELDS.issuperset(req):
         _only(req, _EVALUATE_ALL_FIELDS)
-    context = _context(req)
+    context = prepare_context(_context(req))  # once for every flag, not copied per flag
     snap = service.store.snapshot
     flags = snap.flags
     results: dict[str, Any] = {}

@@ -204,7 +204,10 @@ def apply_set(doc: dict, change: SetChange, *, fractional: str, where: str) -> d
     if simple_home and not slots.array:
         slots.put(change.flag, _patched_simple(old, change, siblings=_siblings(slots, change.flag)))
     else:
-        slots.put(change.flag, _in_order(old, _flagd_from_simple(old, change, fractional)))
+        raw = _flagd_from_simple(old, change, fractional)
+        if slots.array:  # an array's flags carry their key (a new one would otherwise have none)
+            raw = {"key": change.flag, **{k: v for k, v in raw.items() if k != "key"}}
+        slots.put(change.flag, _in_order(old, raw))
     return new
 
 

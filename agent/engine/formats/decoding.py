@@ -72,8 +72,9 @@ def decode_document(data: bytes, source: str, limits: Limits) -> dict:
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        if exc.msg == "depth limit exceeded":
-            raise refuse(f"JSON nested more than {limits.max_depth} levels deep (the max-depth setting)") from None
+        if exc.msg == "depth limit exceeded":  # orjson stops at 1,024 levels, before any limit here
+            raise refuse(f"nested more than {limits.max_depth} levels deep (the limit, the max-depth setting), at "
+                         f"line {exc.lineno}, column {exc.colno}; flatten it") from None
         raise refuse(f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     if type(doc) is not dict:
         raise refuse(f"a flag file must be a JSON object, got {json_type(doc)}")

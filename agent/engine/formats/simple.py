@@ -93,8 +93,8 @@ def _rollout_resolver(key: str, pct: float, users: frozenset[str], metadata: Map
     hash32 = mmh3.hash
     key_bytes = key.encode("utf-8", "surrogatepass")
 
-    def resolve(context: Mapping[str, Any] | None, expected_type: str | None, now: int | None) -> Resolution | None:
-        user = context.get("targetingKey") if context else None
+    def resolve(data: dict, expected_type: str | None, now: int | None) -> Resolution | None:
+        user = data.get("targetingKey")
         if type(user) is not str or not user:
             return unknown[expected_type]
         # Bytes, never str: mmh3 crashes the process on a str holding a lone surrogate.
