@@ -96,22 +96,23 @@ class SharedEvaluators:
     def _build(self, name: str, flag_key: str) -> None:
         """Compile ``name`` and whatever it refers to that is not compiled yet, leaves first."""
         stack: list[tuple[str, Iterator[tuple[str, Where]]]] = [(name, references(self.raw[name], name))]
-        chain = [name]
+        chain = {name: None}  # the names on the stack, in order (a dict: insertion-ordered, fast "in")
         while stack:
             current, pending = stack[-1]
             for ref, where in pending:
                 if ref not in self.raw or self._found(ref, flag_key) is not None:
                     continue  # an unknown name is the compiler's to refuse, where it is used
                 if ref in chain:
-                    cycle = " -> ".join((*chain[chain.index(ref):], ref))
+                    names = list(chain)
+                    cycle = " -> ".join((*names[names.index(ref):], ref))
                     self._done[(ref, None)] = RuleError(where, f"evaluator references form a cycle: {cycle}")
                     continue
                 stack.append((ref, references(self.raw[ref], ref)))
-                chain.append(ref)
+                chain[ref] = None
                 break
             else:
                 stack.pop()
-                chain.pop()
+                del chain[current]
                 self._compile(current, flag_key)
 
     def _compile(self, name: str, flag_key: str) -> None:
