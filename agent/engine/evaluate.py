@@ -84,18 +84,18 @@ def evaluate(
         res = flag.static.get(expected_type, _ABSENT)
         if res is _ABSENT:
             raise ValueError(_bad_type(expected_type))
-    elif type(context) is PreparedContext:
-        if expected_type is not None and expected_type not in VALUE_TYPES:
-            raise ValueError(_bad_type(expected_type))
-        res = flag.resolver(context.data, expected_type, now)
-    elif context is not None and type(context) is not dict and not isinstance(context, Mapping):
-        res = Resolution(key, NO_DEFAULT, None, ERROR, INVALID_CONTEXT,
-                         f"the context must be an object, not {type(context).__name__}")
     elif expected_type is not None and expected_type not in VALUE_TYPES:
         raise ValueError(_bad_type(expected_type))
-    else:
+    elif type(context) is dict:  # the common case first: a request's decoded context
+        res = flag.resolver({"targetingKey": None, **context}, expected_type, now)
+    elif type(context) is PreparedContext:
+        res = flag.resolver(context.data, expected_type, now)
+    elif context is None or isinstance(context, Mapping):
         res = flag.resolver({"targetingKey": None, **context} if context else {"targetingKey": None},
                             expected_type, now)
+    else:
+        res = Resolution(key, NO_DEFAULT, None, ERROR, INVALID_CONTEXT,
+                         f"the context must be an object, not {type(context).__name__}")
     if res is None:  # built on demand: mismatches are rare and their tables would be large
         res = Resolution(key, NO_DEFAULT, None, ERROR, TYPE_MISMATCH,
                          f"flag {key!r} was requested as {expected_type}, but it is a {flag.value_type} flag")
