@@ -13,8 +13,8 @@ orjson decodes a flag file fast, but some documents it accepts must not be serve
 Checking all of that on the decoded value would walk every node of it in Python, which for a
 10,000-flag file costs more than decoding it. Instead the text is reduced, at C speed, to what
 lies outside its strings: its brackets (whose nesting is the depth) and its colons (one per
-object member). The decoded value, encoded again by orjson and reduced the same way, has one
-colon fewer for each member a duplicate key swallowed. Only a document that fails a check is
+object member). The decoded value, encoded again by orjson, has one member fewer for each
+one a duplicate key swallowed. Only a document that fails a check is
 walked, by the slow path that finds where the problem is; a good one pays a few milliseconds.
 """
 
@@ -92,11 +92,17 @@ def structure_problems(data: bytes, doc: Any, source: str, limits: Limits) -> li
         path = too_deep(doc, limits.max_depth) or "$"
         return [Problem(source, path, f"nested more than {limits.max_depth} levels deep (the limit, the "
                                       "max-depth setting); flatten it")]
-    duplicated = outside.count(b":") != _outside_strings(_neutral_escapes(orjson.dumps(doc))).count(b":")
+    duplicated = outside.count(b":") != members(doc)
     inexact = _inexact_integers(text)
     if not duplicated and not inexact:
         return []
     return list(_slow_problems(data, source, duplicated, inexact))
+
+
+def members(doc: Any) -> int:
+    """How many members the objects of ``doc`` hold in all (the colons of its JSON text that
+    are not inside a string)."""
+    return _outside_strings(_neutral_escapes(orjson.dumps(doc))).count(b":")
 
 
 def _neutral_escapes(data: bytes) -> bytes:

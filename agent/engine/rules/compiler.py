@@ -101,6 +101,17 @@ class _RuleCompiler:
         self._largest: tuple[int, str, Where] | None = None
         self._reported: set[tuple[str, str]] = set()
 
+    def compile_root(self, rule: Any, path: Where) -> Node:
+        try:
+            return self.compile(rule, path)
+        except RecursionError:
+            raise RuleError(path, "the rule is nested too deeply to compile; flatten it (e.g. chain "
+                            "conditions in one \"if\" or \"and\" instead of nesting them)") from None
+
+    def finish(self, evaluate: Evaluator) -> CompiledRule:
+        return CompiledRule(evaluate, self.reads_clock, self.nodes, self.deepest, self.uses_flag_key,
+                            tuple(self.ref_digests))
+
     def problem(self, path: Where, message: str) -> None:
         error = RuleError(path, message)
         if self._strict:
@@ -264,27 +275,18 @@ def compile_targeting(
         raise RuleError(path, f"targeting must be a JSON object (a JSON Logic rule), got {type(rule).__name__}")
     if not rule:
         return CompiledRule(lambda _context: None, reads_clock=False)
-    node, compiled = compile_node(rule, flag_key=flag_key, fractional=fractional, path=path, strict=strict,
-                                  on_problem=on_problem, evaluators=evaluators, max_nodes=max_nodes,
-                                  max_depth=max_depth)
-    return attrs.evolve(compiled, evaluate=as_function(node))
+    compiler = _RuleCompiler(flag_key, fractional, strict, on_problem, root=path, evaluators=evaluators,
+                             max_nodes=max_nodes, max_depth=max_depth)
+    return compiler.finish(as_function(compiler.compile_root(rule, path)))
 
 
 def compile_node(rule: Any, *, flag_key: str, fractional: str, path: Where, strict: bool,
                  on_problem: Callable[[RuleError], None] | None, evaluators: References | None,
                  max_nodes: int | None, max_depth: int | None) -> tuple[Node, CompiledRule]:
     """``compile_targeting`` without its checks of ``rule``, keeping a constant as a ``Const``
-    (an evaluator's node is shared, and its referrers fold constants)."""
+    (an evaluator's node is shared, and its referrers fold constants). The CompiledRule's
+    ``evaluate`` is the node as a function."""
     compiler = _RuleCompiler(flag_key, fractional, strict, on_problem, root=path, evaluators=evaluators,
                              max_nodes=max_nodes, max_depth=max_depth)
-    try:
-        node = compiler.compile(rule, path)
-    except RecursionError:
-        raise RuleError(path, "the rule is nested too deeply to compile; flatten it (e.g. chain "
-                        "conditions in one \"if\" or \"and\" instead of nesting them)") from None
-    return node, CompiledRule(_unset, reads_clock=compiler.reads_clock, nodes=compiler.nodes, depth=compiler.deepest,
-                              uses_flag_key=compiler.uses_flag_key, ref_digests=tuple(compiler.ref_digests))
-
-
-def _unset(_context: Any) -> Any:
-    raise AssertionError("compile_node's CompiledRule has no evaluate of its own; use the node")
+    node = compiler.compile_root(rule, path)
+    return node, compiler.finish(as_function(node))
