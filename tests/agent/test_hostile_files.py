@@ -323,3 +323,29 @@ async def test_a_hanging_load_holds_neither_writes_nor_stop(start_agent, tmp_pat
         running.stop()
     finally:
         release.set()
+
+
+# --- the settings ------------------------------------------------------------------------------
+
+def test_the_limits_are_settings_of_serve_from_the_command_line_and_the_config_file(tmp_path, sock_dir):
+    from agent.config import build_config, settings_from_toml
+    from agent.engine.limits import Limits
+
+    cfg = tmp_path / "flagsock.toml"
+    cfg.write_text('flags = ["f.json"]\nmax-depth = 20\nmax_file_bytes = 5000\nmax-flags = 2\n'
+                   'max-rule-nodes = 300\nload-timeout = 2.5\n')
+    config = build_config(settings_from_toml(str(cfg)), {"max_flags": 3})
+    assert config.limits == Limits(max_depth=20, max_bytes=5000, max_flags=3, max_rule_nodes=300)
+    assert config.load_timeout == 2.5
+    for args, words in ((["--max-depth", "4"], "--max-depth takes a whole number of at least 8"),
+                        (["--max-flags", "0"], "at least 1"), (["--load-timeout", "0"], "greater than 0")):
+        done = flagsock("serve", "--flags", "f.json", *args)
+        assert done.returncode == 2 and words in done.stderr, done.stderr
+    cfg.write_text('flags = ["f.json"]\nmax-depth = 3\n')
+    done = flagsock("serve", "--config", str(cfg))
+    assert done.returncode == 2 and "max-depth must be at least 8" in done.stderr
+    flags = write_json(tmp_path / "three.json", {"flags": {k: {"enabled": True} for k in "abc"}})
+    sock = str(sock_dir / "lim.sock")
+    with AgentProcess(["--flags", str(flags), "--socket", sock, "--max-flags", "2"]):
+        reply = _request(sock, {"op": "health"})["result"]
+        assert reply["status"] == "degraded" and "more than the limit of 2" in reply["last_error"]["message"]

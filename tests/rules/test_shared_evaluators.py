@@ -147,3 +147,10 @@ def test_validate_refuses_an_evaluator_bomb_in_moments():
         path.unlink(missing_ok=True)
     assert done.returncode == 1
     assert "$.$evaluators.e" in done.stdout and "max-rule-nodes" in done.stdout
+
+
+def test_a_flag_reads_the_clock_when_an_evaluator_it_refers_to_does():
+    evaluators = {"late": {">": [{"var": "$flagd.timestamp"}, 1_000_000]}, "wrap": {"!": {"!": {"$ref": "late"}}}}
+    flags = parse_flag_document(document(evaluators, {"if": [{"$ref": "wrap"}, "on", "off"]}), "f.json").flags
+    assert evaluate(flags, "a").variant == "on"  # the real clock is past 1,000,000 s
+    assert evaluate(flags, "a", now=5).variant == "off"

@@ -75,7 +75,8 @@ _OPERATOR_NAMES = ", ".join(sorted(OPERATORS))
 
 class _RuleCompiler:
     """One compilation: the flag it is for, the options, where problems go, and what the rule
-    was found to cost (``nodes``, ``deepest``, with what its references add)."""
+    was found to cost: ``nodes``, with what its references add, and ``deepest``, the level its
+    references reach (a rule's own nesting is the document's, checked when it was decoded)."""
 
     def __init__(
         self, flag_key: str, fractional: str, strict: bool, on_problem: Callable[[RuleError], None] | None,
@@ -92,14 +93,15 @@ class _RuleCompiler:
         self.root = root
         self.evaluators = evaluators
         self.max_nodes = max_nodes
+        self._node_limit: float = max_nodes if max_nodes is not None else float("inf")
         self.max_depth = max_depth
         self.nodes = 0
-        self.level = 0
         self.deepest = 0
         #: The digest of each evaluator referred to, in order (part of the flag's fingerprint).
+        #: This and the rest below are only needed for a rule with references.
         self.ref_digests: list[bytes] = []
         self._largest: tuple[int, str, Where] | None = None
-        self._reported: set[tuple[str, str]] = set()
+        self._reported: set[tuple[str, str]] | None = None
 
     def compile_root(self, rule: Any, path: Where) -> Node:
         try:
@@ -110,7 +112,7 @@ class _RuleCompiler:
 
     def finish(self, evaluate: Evaluator) -> CompiledRule:
         return CompiledRule(evaluate, self.reads_clock, self.nodes, self.deepest, self.uses_flag_key,
-                            tuple(self.ref_digests))
+                            tuple(self.ref_digests) if self.ref_digests else ())
 
     def problem(self, path: Where, message: str) -> None:
         error = RuleError(path, message)
@@ -121,20 +123,14 @@ class _RuleCompiler:
 
     def compile(self, raw: Any, path: Where) -> Node:
         self.nodes += 1
-        if self.max_nodes is not None and self.nodes > self.max_nodes:
+        if self.nodes > self._node_limit:
             self._too_large()
         kind = type(raw)
-        if kind is not dict and kind is not list:
-            return Const(raw)
-        self.level += 1
-        if self.level > self.deepest:
-            self.deepest = self.level
-        try:
-            if kind is dict:
-                return self._operation(raw, path)
+        if kind is dict:
+            return self._operation(raw, path)
+        if kind is list:
             return self._array(raw, path)
-        finally:
-            self.level -= 1
+        return Const(raw)
 
     def _operation(self, raw: dict[str, Any], path: Where) -> Node:
         if len(raw) != 1:
@@ -162,9 +158,10 @@ class _RuleCompiler:
         self.nodes += shared.nodes - 1  # the {"$ref"} object stands for the evaluator's nodes
         if self._largest is None or shared.nodes > self._largest[0]:
             self._largest = (shared.nodes, name, path)
-        if self.max_nodes is not None and self.nodes > self.max_nodes:
+        if self.nodes > self._node_limit:
             self._too_large()
-        self.deepest = max(self.deepest, self.level - 1 + shared.depth)
+        level = _steps(path) - _steps(self.root) + 1  # of the {"$ref"} object, the rule being level 1
+        self.deepest = max(self.deepest, level - 1 + shared.depth)
         if self.max_depth is not None and self.deepest > self.max_depth:
             raise RuleError(self.root, f"with the evaluators it refers to, this rule nests {self.deepest} levels "
                                        f"deep, more than the limit of {self.max_depth} (the max-depth setting)")
@@ -172,8 +169,9 @@ class _RuleCompiler:
         self.uses_flag_key = self.uses_flag_key or shared.uses_flag_key
         self.ref_digests.append(shared.digest)
         for error in shared.tolerated:  # reported again, now against the flag that uses it
-            if (error.path, error.message) not in self._reported and self._on_problem is not None:
-                self._reported.add((error.path, error.message))
+            reported = self._reported = self._reported or set()
+            if (error.path, error.message) not in reported and self._on_problem is not None:
+                reported.add((error.path, error.message))
                 self._on_problem(error)
         return shared.node
 
@@ -202,6 +200,15 @@ class References(Protocol):
         """The compiled evaluator ``name`` (a ``refs.Shared``); RuleError when there is none."""
 
 
+def _steps(where: Where) -> int:
+    """How many keys and indexes ``where`` goes down from its text (its JSON nesting)."""
+    steps = 0
+    while type(where) is tuple:
+        where = where[0]
+        steps += 1
+    return steps
+
+
 def _operands(raw: Any, path: Where) -> list[Arg]:
     """An operator's operands with their paths; a lone operand stands for ``[operand]``."""
     if type(raw) is list:
@@ -215,9 +222,9 @@ class CompiledRule:
 
     ``reads_clock`` is False when the rule cannot see ``$flagd.timestamp`` (no ``var`` or
     ``missing`` names it, the whole ``$flagd`` object or the whole context, and no path is
-    computed at run time), so its callers may spare reading the clock. ``nodes`` and ``depth``
-    are its size and nesting with its references expanded; ``ref_digests`` identify the
-    evaluators it refers to (what they are, not only their names).
+    computed at run time), so its callers may spare reading the clock. ``nodes`` is its size
+    with its references expanded, ``depth`` the deepest level its references reach (0 without
+    any); ``ref_digests`` identify the evaluators it refers to (what they are, not only names).
     """
 
     evaluate: Evaluator

@@ -136,10 +136,25 @@ class SharedEvaluators:
             digest.update(ref_digest)
         uses_flag_key = bool(facts and facts.uses_flag_key)
         self._done[(name, flag_key if uses_flag_key else None)] = Shared(
-            node=node, nodes=facts.nodes if facts else 1, depth=facts.depth if facts else 1,
+            node=node, nodes=facts.nodes if facts else 1, depth=max(json_depth(rule), facts.depth if facts else 0),
             reads_clock=bool(facts and facts.reads_clock), uses_flag_key=uses_flag_key,
             digest=digest.digest(), tolerated=tuple(tolerated),
         )
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` nests (a scalar is 0, ``{}`` and ``[]`` are 1)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if type(node) is dict:
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in node.values())
+        elif type(node) is list:
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
 
 
 def references(rule: Any, name: str) -> Iterator[tuple[str, Where]]:
