@@ -99,3 +99,27 @@ async def test_set_of_a_new_flag_from_simple_fields_into_a_flags_array_gives_it_
     await ok(running.socket_path, {"op": "set", "flag": "new", "enabled": True})
     assert [f["key"] for f in json.loads(flags.read_text())["flags"]] == ["old", "new"]
     assert (await ok(running.socket_path, {"op": "evaluate", "flag": "new"}))["value"] is True
+
+
+def test_the_writer_reads_the_current_file_as_the_loader_does(tmp_path):
+    # The writer's re-read used a plain open(): a FIFO swapped in after its checks would hang
+    # every write, and a link to /dev/zero would read forever.
+    import os
+
+    from agent.sources.reading import UnreadableFile
+    from agent.writes.durable import read_current
+
+    path = tmp_path / "flags.json"
+    assert read_current(str(path)) is None
+    path.write_bytes(b"x" * 100)
+    assert read_current(str(path), 100) == b"x" * 100
+    with pytest.raises(UnreadableFile, match="more than the limit of 99"):
+        read_current(str(path), 99)
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(UnreadableFile, match="FIFO"):
+        read_current(str(path))
+    path.unlink()
+    path.symlink_to("/dev/zero")
+    with pytest.raises(UnreadableFile, match="character device"):
+        read_current(str(path))
