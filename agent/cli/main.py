@@ -89,7 +89,7 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def add_limit_options(parser: argparse.ArgumentParser) -> None:
+def add_limit_options(parser: argparse.ArgumentParser, *, serve: bool) -> None:
     """The limits of one flag document, the same for ``serve`` and ``validate``."""
     parser.add_argument("--max-depth", type=_depth, metavar="N",
                         help=f"deepest JSON nesting of a flag file and a set definition (default {MAX_DEPTH})")
@@ -99,6 +99,10 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
                         help=f"most flags in one flag file (default {MAX_FLAGS})")
     parser.add_argument("--max-rule-nodes", type=_positive_int, metavar="N",
                         help=f"most nodes one targeting rule may expand to with its $refs (default {MAX_RULE_NODES})")
+    if serve:
+        parser.add_argument("--load-timeout", type=_positive_seconds, metavar="SECONDS",
+                            help=f"a flag source still loading after this long is an error of that source "
+                                 f"(default {LOAD_TIMEOUT:g})")
 _revision = _whole_number(0, "--if-revision takes a revision number")
 
 
@@ -133,15 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["auto", "text", "journal", "json"], help="default auto: journal under systemd, else text")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="time in-flight requests get after SIGTERM (default 3)")
-    add_limit_options(serve)
-    serve.add_argument("--load-timeout", type=_positive_seconds, metavar="SECONDS",
-                       help=f"a flag source still loading after this long is an error of that source (default {LOAD_TIMEOUT:g})")
+    add_limit_options(serve, serve=True)
 
     validate = sub.add_parser("validate", help="check flag files offline",
                               description="Check flag files without an agent. Exit 0 when all are valid, else 1 with one line per problem.")
     validate.add_argument("paths", nargs="+", metavar="PATH")
     validate.add_argument("--fractional", choices=["v2", "v3"], default="v2")
-    add_limit_options(validate)
+    add_limit_options(validate, serve=False)
 
     def client(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description or help)
