@@ -15,9 +15,10 @@ from agent.frontends.service import Service
 from agent.store.peer import Peer
 from agent.store.store import iso_time as _iso
 from protocol.errors import BadRequest, ProtocolError, ReloadFailed
+from protocol import messages
 from protocol.messages import json_type
 
-VALUE_TYPES = frozenset({"boolean", "string", "integer", "float", "object"})
+VALUE_TYPES = frozenset(messages.VALUE_TYPES)
 
 
 class Conn(Protocol):
