@@ -131,21 +131,29 @@ def op_health(service: Service, conn: Conn, req: dict) -> dict:
     _only(req, _NO_ARGS)
     store = service.store
     snap = store.snapshot
+    live = {source.name: source.status() for source in service.reloader.sources}
     sources = []
+    stale = False
     for s in snap.sources:
         err = store.errors.get(s.path)
+        status = live.get(s.path, {})
+        stale = stale or bool(status.get("stale"))
+        fetched = status.get("fetched_at")
         sources.append({
             "path": s.path,
+            "kind": status.get("kind", "file"),
             "loaded": s.loaded,
             "format": s.format,
             "flag_count": len(s.flags),
             "content_hash": s.content_hash,
             "error": err.to_wire() if err else None,
+            **({"stale": bool(status.get("stale")), "fetched_at": _iso(fetched) if fetched else None}
+               if "stale" in status else {}),
         })
     problems = [
         {"source": p.source, "flag": p.flag, "path": p.path, "message": p.message} for p in snap.problems
     ]
-    degraded = store.degraded or bool(problems)
+    degraded = store.degraded or bool(problems) or stale
     return {
         "status": "degraded" if degraded else "ok",
         "revision": snap.revision,
