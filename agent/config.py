@@ -56,6 +56,8 @@ class ServeConfig:
     shutdown_timeout: float = attrs.field(default=3.0, validator=_positive)
     #: How long a send may wait on a client that does not read before it is disconnected.
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: KEY=VALUE pairs added under every evaluation context (flagd's -X), the request winning.
+    context_values: tuple[str, ...] = attrs.field(default=(), validator=lambda i, a, v: [parse_context_value(x) for x in v])
     #: Seconds between fetches of an HTTP(S) flag source.
     poll_interval: float = attrs.field(default=5.0, validator=_positive)
     #: Where what must outlive the process is kept (the last good version of remote sources).
@@ -65,10 +67,18 @@ class ServeConfig:
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
-_TUPLES = {"flags", "allow_write", "allow_write_group"}
+_TUPLES = {"flags", "allow_write", "allow_write_group", "context_values"}
 _INTS = {"max_connections", "max_line_bytes", "subscriber_queue"}
 _FLOATS = {"shutdown_timeout", "send_timeout", "poll_interval"}
 _BOOLS = {"read_only"}
+
+
+def parse_context_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--context-value``; ConfigError naming the setting otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"context-value must be KEY=VALUE, not {text!r}")
+    return key.strip(), value
 
 
 def is_remote(source: str) -> bool:

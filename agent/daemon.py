@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from agent import __version__
-from agent.config import ServeConfig, is_remote
+from agent.config import ServeConfig, is_remote, parse_context_value
 from agent.frontends.access import WriteAccess
 from agent.frontends.ndjson.server import Server
 from agent.frontends.service import Service
@@ -196,6 +196,7 @@ async def run_agent(
                 access=WriteAccess(settings.write_uids, settings.write_gids),
                 writer=build_writer(store, reloader, config, settings.write_target),
                 read_only_reason=settings.read_only_reason,
+                context_values=dict(parse_context_value(v) for v in config.context_values),
             )
             server = Server(service, bound.sock, max_connections=config.max_connections,
                             max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)

@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="TOML file with any of these settings (the command line wins)")
     serve.add_argument("--flags", action="append", metavar="SOURCE",
                        help="a flag file (JSON or YAML) or an http(s):// URL (repeat for several; later ones win on a key)")
+    serve.add_argument("--context-value", "-X", action="append", metavar="KEY=VALUE",
+                       help="add KEY to every evaluation context (repeatable; a request's own value wins), e.g. host=%%H")
     serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between fetches of an http(s) source (default 5)")
     serve.add_argument("--state-dir", metavar="DIR",
                        help="where the last good version of remote sources is kept (default $STATE_DIRECTORY)")
@@ -206,6 +208,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "log_level": args.log_level,
             "shutdown_timeout": args.shutdown_timeout,
             "poll_interval": args.poll_interval,
+            "context_values": tuple(args.context_value) if args.context_value else None,
             "state_dir": os.path.abspath(args.state_dir) if args.state_dir else None,
         }
         config = build_config(file_settings, cli)

@@ -68,11 +68,15 @@ def selected_flags(snap: Snapshot, selector: str | None) -> Mapping[str, Any]:
         raise BadRequest(str(exc)) from None
 
 
-def _context(req: dict) -> dict | None:
+def _context(service: Service, req: dict) -> dict | None:
+    """The request's context over the host's (``--context-value``): the request wins on a key."""
     context = req.get("context")
-    if context is None or type(context) is dict:
+    if context is not None and type(context) is not dict:
+        raise BadRequest(f"\"context\" must be an object, not {json_type(context)}")
+    base = service.context_values
+    if not base:
         return context
-    raise BadRequest(f"\"context\" must be an object, not {json_type(context)}")
+    return {**base, **context} if context else dict(base)
 
 
 def op_ping(service: Service, conn: Conn, req: dict) -> dict:
@@ -95,7 +99,7 @@ def op_evaluate(service: Service, conn: Conn, req: dict) -> dict:
             f"\"type\" must be one of {', '.join(sorted(VALUE_TYPES))}, not {value_type!r}"
             if isinstance(value_type, str) else f"\"type\" must be a string, not {json_type(value_type)}"
         )
-    context = _context(req)
+    context = _context(service, req)
     snap = service.store.snapshot
     flags = snap.flags if "selector" not in req else selected_flags(snap, _selector(req))
     res = evaluate(flags, key, context, expected_type=value_type, default=req.get("default", NO_DEFAULT))
@@ -112,7 +116,7 @@ def op_evaluate(service: Service, conn: Conn, req: dict) -> dict:
 def op_evaluate_all(service: Service, conn: Conn, req: dict) -> dict:
     if not _EVALUATE_ALL_FIELDS.issuperset(req):
         _only(req, _EVALUATE_ALL_FIELDS)
-    context = _context(req)
+    context = _context(service, req)
     snap = service.store.snapshot
     flags = snap.flags if "selector" not in req else selected_flags(snap, _selector(req))
     results: dict[str, Any] = {}
