@@ -39,6 +39,7 @@ from .flagfile_flagd import FlagdCompiler
 from .flagfile_simple import compile_simple_flag
 from .model import EMPTY, CompiledFlag, ParsedSource, Problem, canonical_json, fingerprint
 from .rules.errors import Where, render
+from .rules.fractional import VERSIONS as FRACTIONAL_VERSIONS
 
 __all__ = ["FlagFileError", "ParsedSource", "Problem", "parse_flag_document"]
 
@@ -75,7 +76,7 @@ def parse_flag_document(
     Args:
         data: the file's bytes (UTF-8 JSON; a leading BOM is tolerated).
         source: the file's name, as problems should name it.
-        fractional: bucketing version of flagd ``fractional`` rules, "v2" or "v3".
+        fractional: bucketing version of flagd ``fractional`` rules, "v1", "v2" or "v3".
         invalid_flags: "reject" (any broken flag refuses the file) or "isolate".
         reuse: the previous parse of this source: flags whose JSON and whose file context are
             byte for byte the same are taken from it, not compiled again (an edit of a large
@@ -84,8 +85,8 @@ def parse_flag_document(
     Raises:
         FlagFileError: the file cannot be served (see the module docstring).
     """
-    if fractional not in ("v2", "v3"):
-        raise ValueError(f'fractional must be "v2" or "v3", not {fractional!r}')
+    if fractional not in FRACTIONAL_VERSIONS:
+        raise ValueError(f"fractional must be one of {', '.join(FRACTIONAL_VERSIONS)}, not {fractional!r}")
     if invalid_flags not in ("reject", "isolate"):
         raise ValueError(f'invalid_flags must be "reject" or "isolate", not {invalid_flags!r}')
     doc = _decode(data, source)

@@ -169,7 +169,7 @@ def compile_targeting(
         rule: the targeting JSON, ``$ref`` already resolved (see ``resolve_refs``). An
             empty object means "no targeting" and compiles to a function answering null.
         flag_key: the flag the rule belongs to (fractional's default bucketing subject).
-        fractional: bucketing version, ``"v2"`` or ``"v3"`` (see ``fractional``).
+        fractional: bucketing version, ``"v1"``, ``"v2"`` or ``"v3"`` (see ``fractional``).
         path: JSON path of ``rule``, the prefix of every ``RuleError.path``.
         strict: raise for everything flagd's schema refuses (see module docstring);
             when False, only for rules that cannot be evaluated at all.

@@ -88,8 +88,8 @@ def test_schema_violations_are_refused_with_their_path_when_strict(rule: dict, p
 
 
 def test_unknown_fractional_version_is_a_programming_error() -> None:
-    with pytest.raises(ValueError, match="v1"):
-        compile_rule({"var": "x"}, flag_key="f", fractional="v1")
+    with pytest.raises(ValueError, match="v4"):
+        compile_rule({"var": "x"}, flag_key="f", fractional="v4")
 
 
 def test_a_rule_nested_beyond_the_stack_is_refused_not_crashed() -> None:
