@@ -88,8 +88,8 @@ def test_serve_rejects_a_bad_config_file(tmp_path):
 
 
 def test_cli_offers_exactly_the_engines_bucketing_versions(tmp_path):
-    from agent.cli import FRACTIONAL_VERSIONS
-    from agent.rules.fractional import VERSIONS
+    from agent.cli.main import FRACTIONAL_VERSIONS
+    from agent.engine.rules.fractional import VERSIONS
 
     assert FRACTIONAL_VERSIONS == VERSIONS
     cfg = tmp_path / "flagsock.toml"
