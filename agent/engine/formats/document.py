@@ -222,7 +222,9 @@ class _DocumentReader(_Reader):
         for p in problems:
             self.file_problem(p.path, p.message)
         self.metadata = spec.metadata if spec else EMPTY
-        evaluators = spec.evaluators if spec else EMPTY
+        # A broken file is refused whole, but its flags are still checked so that every problem
+        # is told at once; against the evaluators that are well formed, as if the others were not there.
+        evaluators = spec.evaluators if spec else _well_formed(doc.get("$evaluators"))
         flags = doc["flags"]
         if type(flags) is list:
             self.format = "flagd"
@@ -257,8 +259,6 @@ class _DocumentReader(_Reader):
 
     def entries(self) -> Iterator[tuple[str, Any, Where, str]]:
         flags = self.doc["flags"]
-        if self.fatal:
-            return
         if type(flags) is dict:
             for key, raw in flags.items():
                 path = ("$.flags", key)  # rendered as text only for a problem
@@ -267,6 +267,8 @@ class _DocumentReader(_Reader):
                     continue
                 yield key, raw, path, self.kind(raw)
             return
+        if type(flags) is not list:
+            return  # a file problem already
         seen: dict[str, str] = {}
         for i, raw in enumerate(flags):
             path = f"$.flags[{i}]"
@@ -282,3 +284,9 @@ class _DocumentReader(_Reader):
                 continue
             seen[key] = path
             yield key, raw, path, self.kind(raw)
+
+
+def _well_formed(evaluators: Any) -> Mapping[str, Any]:
+    if type(evaluators) is not dict:
+        return EMPTY
+    return {name: rule for name, rule in evaluators.items() if name and type(rule) is dict}
