@@ -161,7 +161,8 @@ def _variants(value: Any, _: Any) -> Mapping[str, Any]:
                 (name,),
             ))
         nested = nested or kind == "object"
-    _raise_all(found)
+    if found:
+        _raise_all(found)
     return deep_freeze(value) if nested else FrozenDict(value)
 
 

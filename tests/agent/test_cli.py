@@ -108,6 +108,22 @@ def test_validate_compiles_for_the_legacy_bucketing_too(tmp_path):
     assert out.returncode == 0, out
 
 
+def test_validate_prints_every_problem_of_a_file_in_one_run(tmp_path):
+    bad = write_json(tmp_path / "reviewed.json", {"flags": {
+        "banner": {"state": "ENABLED", "variants": {"red": "#f00", "blue": 255}, "defaultVariant": "green",
+                   "targeting": {"if": [{"no_such_op": []}, "red", {"fractional": [["red", -1], ["blue", 1]]}]}},
+        "checkout": {"enabled": "yes", "rollout_percentage": 120},
+    }})
+    out = flagsock("validate", str(bad))
+    assert out.returncode == 1
+    assert [line.split(": ")[1] for line in out.stdout.splitlines()] == [
+        "$.flags.banner.variants.blue", "$.flags.banner.defaultVariant", "$.flags.banner.targeting.if[0]",
+        "$.flags.banner.targeting.if[2].fractional[0][1]", "$.flags.checkout.enabled",
+        "$.flags.checkout.rollout_percentage",
+    ]
+    assert all(line.startswith(f"{bad}: $.flags.") for line in out.stdout.splitlines())
+
+
 def test_serve_reads_a_config_file(tmp_path, sock_dir, seed_file):
     cfg = tmp_path / "flagsock.toml"
     sock = sock_dir / "cfg.sock"

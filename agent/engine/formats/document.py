@@ -22,6 +22,9 @@ every one, ``"isolate"`` loads the rest and the broken flags answer PARSE_ERROR.
 reported in ``problems`` all the same. A file that is
 empty, not JSON, not an object, not recognisably a flag file, or whose own ``metadata`` /
 ``$evaluators`` / ``flags`` member is malformed is always refused.
+
+Every problem is found before a file is refused (each flag, and within a flag each problem that
+does not hang on another), so one run of ``flagsock validate`` tells an author all there is to fix.
 """
 
 from __future__ import annotations
