@@ -141,3 +141,21 @@ def test_a_valid_file_still_has_no_problems():
     parsed = parse_flag_document(json.dumps(doc).encode(), "flags.json")
     assert parsed.problems == () and set(parsed.flags) == {"f", "s"}
     assert evaluate(parsed.flags, "f", {"targetingKey": "u"}).variant == "on"
+
+
+def test_a_yaml_file_reports_every_problem_too():
+    text = b"""# reviewed
+flags:
+  banner:
+    state: ENABLED
+    variants: {red: "#f00", blue: 255}
+    defaultVariant: green
+    targeting: {if: [{no_such_op: []}, red, blue]}
+  checkout: {enabled: "yes", rollout_percentage: 120}
+"""
+    with pytest.raises(FlagFileError) as info:
+        parse_flag_document(text, "flags.yaml")
+    assert [p.path for p in info.value.problems] == [
+        "$.flags.banner.variants.blue", "$.flags.banner.defaultVariant", "$.flags.banner.targeting.if[0]",
+        "$.flags.checkout.enabled", "$.flags.checkout.rollout_percentage",
+    ]
