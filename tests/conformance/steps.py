@@ -19,6 +19,7 @@ from typing import Any
 from agent.engine.evaluate import evaluate
 from agent.engine.formats.document import parse_flag_document
 from agent.engine.model import Resolution
+from agent.engine.rules.fractional import VERSIONS
 
 from .gherkin import Scenario, Step
 
@@ -186,10 +187,8 @@ def _no_metadata(world: World, step: Step) -> None:
 
 def skip_reason(scenario: Scenario) -> str | None:
     """Why a scenario does not apply to flagsock's engine, or None when it must run."""
-    if "@fractional-v1" in scenario.tags:
-        return "@fractional-v1: legacy float bucketing is not implemented"
     if "@deprecated" in scenario.tags:
-        return "@deprecated: the pre-flagd#1965 no-default answer, superseded by @no-default-variant"
+        return "@deprecated (marked by flagd): the pre-flagd#1965 no-default answer, superseded by @no-default-variant"
     for s in scenario.steps:
         m = re.match(r'an option "([^"]*)"', s.text)
         if m and m.group(1) not in _OPTIONS_WE_HONOUR:
@@ -198,7 +197,11 @@ def skip_reason(scenario: Scenario) -> str | None:
 
 
 def bucketing(scenario: Scenario) -> str:
-    return "v3" if "@fractional-v3" in scenario.tags else "v2"
+    """The ``--fractional`` a scenario's tags name (``@fractional-v1``...); untagged ones hold under v2."""
+    for version in VERSIONS:
+        if f"@fractional-{version}" in scenario.tags:
+            return version
+    return "v2"
 
 
 def run(scenario: Scenario, suite: Suite, backend: Callable[[World], Any] = engine_backend) -> None:
