@@ -49,7 +49,8 @@ def why_untrusted(path: str) -> str | None:
     """
     uids = frozenset({0, os.geteuid()})
     gids = frozenset({0, os.getegid()})
-    pending = deque(_parts(os.path.abspath(path)))
+    # Not os.path.abspath: it folds "link/.." by spelling, where the kernel goes through the link.
+    pending = deque(_parts(path if path.startswith("/") else os.path.join(os.getcwd(), path)))
     current = "/"
     current_st = os.lstat(current)
     reason = _check_directory(current, current_st, uids, gids)

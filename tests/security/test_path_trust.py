@@ -206,6 +206,18 @@ def acl_lets_another_user_read_only(base, secret):
     return path
 
 
+def dotdot_after_a_link_goes_through_the_link(base, secret):
+    # "etc/link/../flags.json" is, to the kernel, the flags.json beside the link's target.
+    _nobody_plants(secret, _dir(base, "shared", 0o777) / "flags.json")
+    _dir(base / "shared", "sub", 0o755)
+    _link(base / "shared" / "sub", _dir(base, "etc", 0o755) / "link")
+    write_json(base / "etc" / "flags.json", SEED)  # what spelling alone would wrongly check
+    return Path(f"{base}/etc/link/../flags.json"), "writable by every user and not sticky"
+
+
+REFUSED.append(dotdot_after_a_link_goes_through_the_link)
+
+
 KEPT: list[Callable] = [sticky_dir_roots_own_file, sticky_dir_roots_own_link, group_writable_by_roots_group,
                         configmap_data_links, chain_of_roots_links_with_dotdot, acl_lets_another_user_read_only]
 
@@ -247,6 +259,15 @@ async def test_the_agent_refuses_the_planted_link_and_says_why_in_health(start_a
     assert "writable by every user and not sticky" in source["error"]["message"], source
     answer = await _ask(running.socket_path, {"op": "evaluate", "flag": "stolen_secret"})
     assert answer["ok"] is False and answer["error"]["code"] == "FLAG_NOT_FOUND", answer
+
+
+async def test_the_agent_does_not_write_a_path_another_user_can_change(start_agent, open_dir):
+    flags = write_json(_dir(open_dir, "shared", 0o777) / "flags.json", SEED)
+    running = await start_agent([flags])
+    answer = await _ask(running.socket_path, {"op": "set", "flag": "dark_mode", "enabled": False})
+    assert answer["ok"] is False and answer["error"]["code"] == "READ_ONLY", answer
+    assert "another user could change" in answer["error"]["message"], answer
+    assert flags.read_text() == write_json(open_dir / "same.json", SEED).read_text()
 
 
 async def test_a_directory_opened_up_later_keeps_the_last_good_flags(start_agent, open_dir):
