@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from agent import __version__
+from protocol.messages import VALUE_TYPES
 from agent.cli.transport import CliError, events, request, socket_path
 
 EPILOG = """exit status: 0 ok, 1 refused or invalid, 2 bad usage or configuration, 3 agent unreachable.
@@ -93,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            description="Serve flag files on a Unix socket until SIGTERM or SIGINT; SIGHUP reloads.")
     serve.add_argument("--config", metavar="FILE", help="TOML file with any of these settings (the command line wins)")
-    serve.add_argument("--flags", action="append", metavar="PATH", help="a flag file (repeat for several; later files win on a key)")
+    serve.add_argument("--flags", action="append", metavar="SOURCE",
+                       help="a flag file (JSON or YAML) or an http(s):// URL (repeat for several; later ones win on a key)")
+    serve.add_argument("--context-value", "-X", action="append", metavar="KEY=VALUE",
+                       help="add KEY to every evaluation context (repeatable; a request's own value wins), e.g. host=%%H")
+    serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between fetches of an http(s) source (default 5)")
+    serve.add_argument("--state-dir", metavar="DIR",
+                       help="where the last good version of remote sources is kept (default $STATE_DIRECTORY)")
     serve.add_argument("--socket", metavar="PATH", help="where to listen (optional under systemd socket activation)")
     serve.add_argument("--socket-mode", metavar="MODE", help="permissions of the socket file, octal (default 0660)")
     serve.add_argument("--socket-group", metavar="GROUP", help="group of the socket file")
@@ -125,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("flag")
     get.add_argument("--user", metavar="ID", help="the targetingKey")
     get.add_argument("--context", type=_json_object("--context"), metavar="JSON", help="evaluation context, a JSON object (or @file)")
-    get.add_argument("--type", choices=["boolean", "string", "integer", "float", "object"], help="the value type you expect")
+    get.add_argument("--type", choices=VALUE_TYPES, help="the value type you expect")
     get.add_argument("--default", type=_json_arg("--default"), metavar="JSON", help="value to use when the flag has none")
     get.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
@@ -141,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     setp = client("set", "create or change a flag", "Create or change a flag; the answer comes once it is on disk.")
     setp.add_argument("flag")
-    mode = setp.add_mutually_exclusive_group(required=True)
+    mode = setp.add_mutually_exclusive_group()
     mode.add_argument("--on", dest="enabled", action="store_const", const=True, help="turn the flag on")
     mode.add_argument("--off", dest="enabled", action="store_const", const=False, help="turn the flag off")
     mode.add_argument("--definition", type=_json_object("--definition"), metavar="JSON", help="a flagd flag object (or @file)")
@@ -160,13 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    # `set --rollout 50` alone (without --on/--off/--definition) is a common wish: allow it.
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["set"] and not {"--on", "--off", "--definition"} & set(args_list) and (
-        "--rollout" in args_list or "--allow" in args_list
-    ):
-        args_list.append("--on")
-    args = parser.parse_args(args_list)
+    args = parser.parse_args(argv)
+    if args.command == "set" and args.enabled is None and args.definition is None:
+        # `set --rollout 50` alone is a common wish: a rollout or allow-list means "on".
+        if args.rollout is None and args.allow is None:
+            parser.error("set needs one of --on, --off, --definition, or --rollout / --allow (which mean --on)")
+        args.enabled = True
     try:
         return COMMANDS[args.command](args)
     except CliError as exc:
@@ -180,13 +186,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import agent.host.logs as logs
-    from agent.config import build_config, parse_mode, settings_from_toml
+    from agent.config import build_config, is_remote, parse_mode, settings_from_toml
     from agent.host.errors import StartupError
 
     try:
         file_settings = settings_from_toml(args.config) if args.config else {}
         cli = {
-            "flags": tuple(os.path.abspath(p) for p in args.flags) if args.flags else None,
+            "flags": tuple(p if is_remote(p) else os.path.abspath(p) for p in args.flags) if args.flags else None,
             "socket": args.socket,
             "socket_mode": parse_mode(args.socket_mode) if args.socket_mode is not None else None,
             "socket_group": args.socket_group,
@@ -201,6 +207,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "log_format": args.log_format,
             "log_level": args.log_level,
             "shutdown_timeout": args.shutdown_timeout,
+            "poll_interval": args.poll_interval,
+            "context_values": tuple(args.context_value) if args.context_value else None,
+            "state_dir": os.path.abspath(args.state_dir) if args.state_dir else None,
         }
         config = build_config(file_settings, cli)
     except StartupError as exc:

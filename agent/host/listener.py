@@ -47,6 +47,20 @@ class BoundSocket:
             pass
 
 
+def check_socket_path(path: str | None) -> None:
+    """Refuse, before anything is loaded, a socket that could not be created at ``path``."""
+    if not path:
+        raise ListenerError("no socket: pass --socket PATH, or start the agent through systemd socket activation")
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise ListenerError(f"cannot create socket {path}: directory {directory} does not exist")
+    # bind_unix binds in a private directory beside it first (see there): both names must fit.
+    longest = max(len(path.encode()), len(os.path.join(directory, ".fsk-12345678", "s").encode()))
+    if longest > 107:
+        raise ListenerError(f"socket path {path} is too long for a Unix socket (at most ~90 bytes)")
+
+
 def bind_unix(path: str, *, mode: int = 0o660, gid: int | None = None, backlog: int = 1024) -> BoundSocket:
     """Create, permission and listen on a Unix socket at ``path`` (``gid``: its group, if set).
 
@@ -59,13 +73,9 @@ def bind_unix(path: str, *, mode: int = 0o660, gid: int | None = None, backlog: 
     Resource handling: returns the listening socket; on failure closes it and removes the
     private directory and anything in it.
     """
+    check_socket_path(path)
     path = os.path.abspath(path)
     directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        raise ListenerError(f"cannot create socket {path}: directory {directory} does not exist")
-    longest = max(len(path.encode()), len(os.path.join(directory, ".fsk-12345678", "s").encode()))
-    if longest > 107:
-        raise ListenerError(f"socket path {path} is too long for a Unix socket (at most ~90 bytes)")
     _clear_stale(path)
     try:
         private = tempfile.mkdtemp(prefix=".fsk-", dir=directory)
