@@ -12,12 +12,12 @@ from typing import Any
 
 import attrs
 
+from agent.host.errors import StartupError
+from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE
 from protocol.framing import DEFAULT_MAX_LINE_BYTES
 
-DEFAULT_SOCKET = "/run/flagsock/flagsock.sock"
 
-
-class ConfigError(Exception):
+class ConfigError(StartupError):
     """A setting is missing, unknown or out of range; the message names it."""
 
 
@@ -57,7 +57,7 @@ class ServeConfig:
     #: How long a send may wait on a client that does not read before it is disconnected.
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Events a subscriber may leave unread before it is disconnected.
-    subscriber_queue: int = attrs.field(default=256, validator=_positive)
+    subscriber_queue: int = attrs.field(default=DEFAULT_SUBSCRIBER_QUEUE, validator=_positive)
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
