@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import attrs
 
-from agent.sources.etcd.codec import KeyValue, as_int, b64, header_revision
+from agent.sources.etcd.codec import as_int, b64, header_revision
 from agent.sources.etcd.errors import RequestTooLarge
 
 #: Protobuf framing per operation or compare, generously: what the size check adds to the raw bytes.
