@@ -48,7 +48,19 @@ def merge_sources(sources: Sequence[SourceState]) -> tuple[Mapping[str, Any], st
         digest.update(b"\0")
         digest.update((s.content_hash or "-").encode())
         digest.update(b"\0")
+        if s.revision is not None:  # a new revision of the same content is still a new version
+            digest.update(str(s.revision).encode())
+            digest.update(b"\0")
     return MappingProxyType(merged), digest.hexdigest()
+
+
+def next_revision(current: int, sources: Sequence[SourceState]) -> int:
+    """The revision of a new snapshot: a source's own (etcd's, the same on every host) when one
+    has it and it is ahead of what is served, else one more than what is served."""
+    own = [s.revision for s in sources if s.revision is not None]
+    if own and max(own) > current:
+        return max(own)
+    return current + 1
 
 
 def diff_flags(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, str]:

@@ -18,7 +18,11 @@ from agent.sources.etcd.gateway import EtcdGateway
 from agent.sources.etcd.watch import WatchResponse
 
 Handler = Callable[[WatchResponse], Awaitable[None]]
-StateHook = Callable[[EtcdError | None], None]
+StateHook = Callable[[EtcdError | None], Awaitable[None]]
+
+
+async def _ignore(error: EtcdError | None) -> None:
+    pass
 
 
 class Backoff:
@@ -52,7 +56,7 @@ class Follower:
         self.range_end = range_end
         self.next_revision = start_revision
         self.reconnects = 0
-        self._on_state = on_state or (lambda error: None)
+        self._on_state = on_state or _ignore
         self._backoff = backoff or Backoff()
         self._current = trio.CancelScope()
 
@@ -77,7 +81,7 @@ class Follower:
                 try:
                     async with self.gateway.watch(self.key, self.range_end, self.next_revision) as stream:
                         self._backoff.reset()
-                        self._on_state(None)
+                        await self._on_state(None)
                         if not started:
                             task_status.started()
                             started = True
@@ -87,6 +91,6 @@ class Follower:
                 except WatchIdle:
                     pass  # quiet, or hung: the reopen is the probe (its "created" has a deadline)
                 except (EndpointDown, EtcdUnavailable) as exc:
-                    self._on_state(exc)
+                    await self._on_state(exc)
                     await self._backoff.wait()
             self.reconnects += 1
