@@ -26,7 +26,7 @@ from agent.frontends.ndjson.server import Server
 from agent.frontends.service import Service
 from agent.host import systemd
 from agent.host.accounts import group_id, user_id
-from agent.host.listener import BoundSocket, ListenerError, bind_unix
+from agent.host.listener import BoundSocket, bind_unix, check_socket_path
 from agent.sources.base import LoadOptions, Source
 from agent.sources.files import FileSource
 from agent.store.reloader import Reloader
@@ -49,8 +49,11 @@ class Plan:
     read_only_reason: str
 
 
-def plan(config: ServeConfig) -> Plan:
-    """Resolve users, groups and the write target. Raises StartupError naming the setting."""
+def plan(config: ServeConfig, *, binds: bool) -> Plan:
+    """Resolve users, groups and the write target; check the socket can be made (``binds``: no
+    socket was inherited). Raises StartupError naming the setting."""
+    if binds:
+        check_socket_path(config.socket)
     uids = frozenset(user_id(u, "--allow-write") for u in config.allow_write)
     gids = frozenset(group_id(g, "--allow-write-group") for g in config.allow_write_group)
     socket_gid = group_id(config.socket_group, "--socket-group") if config.socket_group else None
@@ -118,8 +121,6 @@ def open_listener(config: ServeConfig, inherited: list[Any], socket_gid: int | N
             path = None
         log.info("serving on the socket systemd passed in (%s)", path or "unnamed")
         return BoundSocket(sock=sock, path=path if isinstance(path, str) else None, owned=False)
-    if not config.socket:
-        raise ListenerError("no socket: pass --socket PATH, or start the agent through systemd socket activation")
     return bind_unix(config.socket, mode=config.socket_mode, gid=socket_gid)
 
 
@@ -155,11 +156,11 @@ async def run_agent(
     Resource handling: owns the listening socket; a socket file it created is removed on exit,
     an inherited one is left alone.
     """
-    settings = plan(config)
-    if notifier is None:
-        notifier = systemd.Notifier.from_environment()
     if inherited is None:
         inherited = systemd.inherited_sockets()
+    settings = plan(config, binds=not inherited)
+    if notifier is None:
+        notifier = systemd.Notifier.from_environment()
     sources = build_sources(config, watch=watch, poll_seconds=poll_seconds)
     store = Store([s.name for s in sources], subscriber_queue=config.subscriber_queue)
     reloader = Reloader(store, sources, LoadOptions(fractional=config.fractional, invalid_flags=config.invalid_flags))

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from agent import __version__
+from protocol.messages import VALUE_TYPES
 from agent.cli.transport import CliError, events, request, socket_path
 
 EPILOG = """exit status: 0 ok, 1 refused or invalid, 2 bad usage or configuration, 3 agent unreachable.
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("flag")
     get.add_argument("--user", metavar="ID", help="the targetingKey")
     get.add_argument("--context", type=_json_object("--context"), metavar="JSON", help="evaluation context, a JSON object (or @file)")
-    get.add_argument("--type", choices=["boolean", "string", "integer", "float", "object"], help="the value type you expect")
+    get.add_argument("--type", choices=VALUE_TYPES, help="the value type you expect")
     get.add_argument("--default", type=_json_arg("--default"), metavar="JSON", help="value to use when the flag has none")
     get.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     setp = client("set", "create or change a flag", "Create or change a flag; the answer comes once it is on disk.")
     setp.add_argument("flag")
-    mode = setp.add_mutually_exclusive_group(required=True)
+    mode = setp.add_mutually_exclusive_group()
     mode.add_argument("--on", dest="enabled", action="store_const", const=True, help="turn the flag on")
     mode.add_argument("--off", dest="enabled", action="store_const", const=False, help="turn the flag off")
     mode.add_argument("--definition", type=_json_object("--definition"), metavar="JSON", help="a flagd flag object (or @file)")
@@ -160,13 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    # `set --rollout 50` alone (without --on/--off/--definition) is a common wish: allow it.
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["set"] and not {"--on", "--off", "--definition"} & set(args_list) and (
-        "--rollout" in args_list or "--allow" in args_list
-    ):
-        args_list.append("--on")
-    args = parser.parse_args(args_list)
+    args = parser.parse_args(argv)
+    if args.command == "set" and args.enabled is None and args.definition is None:
+        # `set --rollout 50` alone is a common wish: a rollout or allow-list means "on".
+        if args.rollout is None and args.allow is None:
+            parser.error("set needs one of --on, --off, --definition, or --rollout / --allow (which mean --on)")
+        args.enabled = True
     try:
         return COMMANDS[args.command](args)
     except CliError as exc:

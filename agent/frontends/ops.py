@@ -7,17 +7,19 @@ delete) are async and go through the reloader's lock.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from agent.engine.evaluate import NO_DEFAULT, evaluate
 from agent.frontends.service import Service
 from agent.store.peer import Peer
+from agent.store.snapshot import SelectorError, Snapshot, flag_set_of
 from agent.store.store import iso_time as _iso
 from protocol.errors import BadRequest, ProtocolError, ReloadFailed
+from protocol import messages
 from protocol.messages import json_type
 
-VALUE_TYPES = frozenset({"boolean", "string", "integer", "float", "object"})
+VALUE_TYPES = frozenset(messages.VALUE_TYPES)
 
 
 class Conn(Protocol):
@@ -39,8 +41,31 @@ def _only(req: dict, allowed: frozenset[str]) -> None:
 
 _ENVELOPE = frozenset({"op", "id"})
 _NO_ARGS = _ENVELOPE
-_EVALUATE_FIELDS = frozenset({"op", "id", "flag", "context", "type", "default"})
-_EVALUATE_ALL_FIELDS = frozenset({"op", "id", "context"})
+_EVALUATE_FIELDS = frozenset({"op", "id", "flag", "context", "type", "default", "selector"})
+_EVALUATE_ALL_FIELDS = frozenset({"op", "id", "context", "selector"})
+_SUBSCRIBE_FIELDS = frozenset({"op", "id", "selector"})
+
+
+def _selector(req: dict) -> str | None:
+    selector = req.get("selector")
+    if selector is None or type(selector) is str:
+        return selector
+    raise BadRequest(f"\"selector\" must be a string like \"flagSetId=ID\", not {json_type(selector)}")
+
+
+def flag_set_of_request(selector: str) -> str:
+    try:
+        return flag_set_of(selector)
+    except SelectorError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def selected_flags(snap: Snapshot, selector: str | None) -> Mapping[str, Any]:
+    """The flags a request sees: every flag, or one flag set's (BAD_REQUEST for a bad selector)."""
+    try:
+        return snap.select(selector)
+    except SelectorError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _context(req: dict) -> dict | None:
@@ -72,7 +97,8 @@ def op_evaluate(service: Service, conn: Conn, req: dict) -> dict:
         )
     context = _context(req)
     snap = service.store.snapshot
-    res = evaluate(snap.flags, key, context, expected_type=value_type, default=req.get("default", NO_DEFAULT))
+    flags = snap.flags if "selector" not in req else selected_flags(snap, _selector(req))
+    res = evaluate(flags, key, context, expected_type=value_type, default=req.get("default", NO_DEFAULT))
     if res.error_code is not None:
         raise ProtocolError(res.error_message or res.error_code, code=res.error_code)
     service.stats.evaluations[key] += 1
@@ -88,7 +114,7 @@ def op_evaluate_all(service: Service, conn: Conn, req: dict) -> dict:
         _only(req, _EVALUATE_ALL_FIELDS)
     context = _context(req)
     snap = service.store.snapshot
-    flags = snap.flags
+    flags = snap.flags if "selector" not in req else selected_flags(snap, _selector(req))
     results: dict[str, Any] = {}
     for key in flags:
         res = evaluate(flags, key, context)
@@ -144,10 +170,12 @@ def op_help(service: Service, conn: Conn, req: dict) -> dict:
 
 
 def op_subscribe(service: Service, conn: Conn, req: dict) -> dict:
-    _only(req, _NO_ARGS)
+    _only(req, _SUBSCRIBE_FIELDS)
     if conn.subscription is not None:
         raise BadRequest("this connection is already subscribed")
-    conn.subscription = service.store.subscribe()
+    selector = _selector(req)
+    flag_set = None if selector is None else flag_set_of_request(selector)
+    conn.subscription = service.store.subscribe(flag_set)
     return {"revision": service.store.snapshot.revision}
 
 
@@ -196,11 +224,11 @@ ASYNC_OPS: dict[str, AsyncOp] = {
 HELP: dict[str, str] = {
     "ping": "liveness: answers {revision}",
     "health": "status ok/degraded, revision, sources and the last load error",
-    "evaluate": "evaluate one flag: {flag, context?, type?, default?}",
-    "evaluate_all": "evaluate every flag for a context: {context?}",
+    "evaluate": "evaluate one flag: {flag, context?, type?, default?, selector?}",
+    "evaluate_all": "evaluate every flag for a context: {context?, selector?}",
     "set": "create or change a flag: {flag, definition | enabled/rollout_percentage/allowed_users, if_revision?}",
     "delete": "delete a flag: {flag, if_revision?}",
-    "subscribe": "receive change events on this connection",
+    "subscribe": "receive change events on this connection: {selector?}",
     "reload": "re-read the flag sources now",
     "stats": "request, evaluation, reload and connection counters",
     "help": "this list",
