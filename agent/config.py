@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from agent.host.errors import StartupError
+from agent.sources.etcd.layout import SCHEME, EtcdLocation, LocationError
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE
 from protocol.framing import DEFAULT_MAX_LINE_BYTES
 
@@ -58,6 +59,12 @@ class ServeConfig:
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Events a subscriber may leave unread before it is disconnected.
     subscriber_queue: int = attrs.field(default=DEFAULT_SUBSCRIBER_QUEUE, validator=_positive)
+    #: etcd sources (``--flags etcd://...``): credentials and TLS files.
+    etcd_user: str | None = None
+    etcd_password_file: str | None = None
+    etcd_ca: str | None = None
+    etcd_cert: str | None = None
+    etcd_key: str | None = None
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
@@ -65,6 +72,25 @@ _TUPLES = {"flags", "allow_write", "allow_write_group"}
 _INTS = {"max_connections", "max_line_bytes", "subscriber_queue"}
 _FLOATS = {"shutdown_timeout", "send_timeout"}
 _BOOLS = {"read_only"}
+_ETCD_FILES = ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
+
+
+def is_remote(source: str) -> bool:
+    """A ``--flags`` value that names a store rather than a file (kept as written, not made absolute)."""
+    return source.startswith(SCHEME)
+
+
+def _check_etcd(config: "ServeConfig") -> None:
+    for source in config.flags:
+        if is_remote(source):
+            try:
+                EtcdLocation.parse(source)
+            except LocationError as exc:
+                raise ConfigError(f"--flags {exc}") from None
+    if (config.etcd_user is None) != (config.etcd_password_file is None):
+        raise ConfigError("--etcd-user and --etcd-password-file go together (the password is read from the file)")
+    if (config.etcd_cert is None) != (config.etcd_key is None):
+        raise ConfigError("--etcd-cert and --etcd-key go together (the client certificate and its key)")
 
 
 def parse_mode(text: str | int) -> int:
@@ -114,7 +140,7 @@ def _check_table(path: str, table: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{where} must be a string or a list of strings")
             if name == "flags":
-                value = [os.path.join(base, v) for v in value]
+                value = [v if is_remote(v) else os.path.join(base, v) for v in value]
             out[name] = tuple(value)
         elif name in _INTS:
             if type(value) is not int:
@@ -133,7 +159,7 @@ def _check_table(path: str, table: Mapping[str, Any]) -> dict[str, Any]:
         else:
             if not isinstance(value, str):
                 raise ConfigError(f"{where} must be a string, not {value!r}")
-            if name in ("socket", "write_to"):
+            if name in ("socket", "write_to", *_ETCD_FILES) and not is_remote(value):
                 value = os.path.join(base, value)
             out[name] = value
     return out
@@ -147,7 +173,12 @@ def build_config(file_settings: Mapping[str, Any], cli_settings: Mapping[str, An
         config = ServeConfig(**merged)
     except TypeError as exc:  # only reachable through a programming error in the CLI
         raise ConfigError(str(exc)) from None
-    if config.write_to and os.path.abspath(config.write_to) not in {os.path.abspath(p) for p in config.flags}:
+    _check_etcd(config)
+    if config.write_to and _absolute(config.write_to) not in {_absolute(p) for p in config.flags}:
         raise ConfigError(f"write-to {config.write_to} is not one of the flag files "
                           f"({', '.join(config.flags) or 'none given'}); it must name one of them")
     return config
+
+
+def _absolute(source: str) -> str:
+    return source if is_remote(source) else os.path.abspath(source)

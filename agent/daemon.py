@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from agent import __version__
-from agent.config import ServeConfig
+from agent.config import ConfigError, ServeConfig, is_remote
 from agent.frontends.access import WriteAccess
 from agent.frontends.ndjson.server import Server
 from agent.frontends.service import Service
@@ -28,6 +28,7 @@ from agent.host import systemd
 from agent.host.accounts import group_id, user_id
 from agent.host.listener import BoundSocket, bind_unix, check_socket_path
 from agent.sources.base import LoadOptions, Source
+from agent.sources.etcd.layout import EtcdLocation
 from agent.sources.files import FileSource
 from agent.store.reloader import Reloader
 from agent.store.store import Store
@@ -68,7 +69,7 @@ def choose_write_target(config: ServeConfig) -> tuple[str | None, str]:
     sources = list(config.flags)  # as the store names them
     if config.write_to:
         wanted = os.path.abspath(config.write_to)
-        matching = [p for p in sources if os.path.abspath(p) == wanted]
+        matching = [p for p in sources if p == config.write_to or os.path.abspath(p) == wanted]
         if not matching:  # build_config refuses this; a config built by hand may still hold it
             return None, f"--write-to {config.write_to} is not one of the flag files this agent serves"
         target = matching[-1]
@@ -79,7 +80,7 @@ def choose_write_target(config: ServeConfig) -> tuple[str | None, str]:
     else:
         return None, (f"this agent serves {len(sources)} flag files and was not told which one takes writes; "
                       "restart it with --write-to PATH")
-    reason = why_not_writable(target)
+    reason = None if is_remote(target) else why_not_writable(target)
     if reason:
         return None, reason
     return target, ""
@@ -126,12 +127,44 @@ def open_listener(config: ServeConfig, inherited: list[Any], socket_gid: int | N
 
 def build_sources(config: ServeConfig, *, watch: Any = None, poll_seconds: float | None = None) -> list[Source]:
     extra = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
-    return [FileSource(path, watch=watch, **extra) for path in config.flags]
+    return [etcd_source(config, name) if is_remote(name) else FileSource(name, watch=watch, **extra)
+            for name in config.flags]
 
 
-def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: str | None) -> Writer | None:
+def etcd_source(config: ServeConfig, url: str) -> Source:
+    """An ``etcd://`` source with the agent's etcd credentials and TLS files (read now: a missing
+    password file stops the start, naming it)."""
+    # Imported here: httpx takes 130 ms to import, which an agent serving files never pays.
+    from agent.sources.etcd.settings import EtcdSettings
+    from agent.sources.etcd.source import EtcdSource
+
+    location = EtcdLocation.parse(url)
+    password = None
+    if config.etcd_password_file is not None:
+        try:
+            with open(config.etcd_password_file, encoding="utf-8") as f:
+                password = f.read().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"--etcd-password-file {config.etcd_password_file}: {exc.strerror or exc}") from None
+    for option, path in (("--etcd-ca", config.etcd_ca), ("--etcd-cert", config.etcd_cert),
+                         ("--etcd-key", config.etcd_key)):
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{option} {path}: no such file")
+    return EtcdSource(location, EtcdSettings(location.endpoints, user=config.etcd_user, password=password,
+                                             ca=config.etcd_ca, cert=config.etcd_cert, key=config.etcd_key))
+
+
+def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: str | None,
+                 sources: Sequence[Source] = ()) -> Any:
+    """The Writer of the target file, the EtcdWriter of the target etcd source, or None."""
     if target is None:
         return None
+    if is_remote(target):
+        from agent.writes.etcd import EtcdWriter
+
+        source = next(s for s in sources if s.name == EtcdLocation.parse(target).url)
+        log.info("set and delete are committed in %s", target)
+        return EtcdWriter(store, reloader, source, fractional=config.fractional)
     for name in remove_stale_temps(target):
         log.info("removed %s, a temporary file an interrupted write left behind", name)
     log.info("set and delete change %s", target)
@@ -180,7 +213,7 @@ async def run_agent(
             service = Service(
                 store=store, reloader=reloader, version=__version__,
                 access=WriteAccess(settings.write_uids, settings.write_gids),
-                writer=build_writer(store, reloader, config, settings.write_target),
+                writer=build_writer(store, reloader, config, settings.write_target, sources),
                 read_only_reason=settings.read_only_reason,
             )
             server = Server(service, bound.sock, max_connections=config.max_connections,

@@ -94,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            description="Serve flag files on a Unix socket until SIGTERM or SIGINT; SIGHUP reloads.")
     serve.add_argument("--config", metavar="FILE", help="TOML file with any of these settings (the command line wins)")
-    serve.add_argument("--flags", action="append", metavar="PATH", help="a flag file (repeat for several; later files win on a key)")
+    serve.add_argument("--flags", action="append", metavar="SOURCE",
+                       help="a flag file, or etcd://HOST:PORT[,HOST:PORT...]/PREFIX (repeat for several; later win on a key)")
+    serve.add_argument("--etcd-user", metavar="USER", help="etcd user for etcd:// sources (with --etcd-password-file)")
+    serve.add_argument("--etcd-password-file", metavar="FILE", help="file holding the etcd user's password")
+    serve.add_argument("--etcd-ca", metavar="FILE", help="CA certificate(s) to verify etcd with (switches etcd to https)")
+    serve.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd (with --etcd-key)")
+    serve.add_argument("--etcd-key", metavar="FILE", help="key of the etcd client certificate")
     serve.add_argument("--socket", metavar="PATH", help="where to listen (optional under systemd socket activation)")
     serve.add_argument("--socket-mode", metavar="MODE", help="permissions of the socket file, octal (default 0660)")
     serve.add_argument("--socket-group", metavar="GROUP", help="group of the socket file")
@@ -180,13 +186,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import agent.host.logs as logs
-    from agent.config import build_config, parse_mode, settings_from_toml
+    from agent.config import build_config, is_remote, parse_mode, settings_from_toml
     from agent.host.errors import StartupError
 
     try:
         file_settings = settings_from_toml(args.config) if args.config else {}
         cli = {
-            "flags": tuple(os.path.abspath(p) for p in args.flags) if args.flags else None,
+            "flags": tuple(p if is_remote(p) else os.path.abspath(p) for p in args.flags) if args.flags else None,
             "socket": args.socket,
             "socket_mode": parse_mode(args.socket_mode) if args.socket_mode is not None else None,
             "socket_group": args.socket_group,
@@ -195,19 +201,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "fractional": args.fractional,
             "invalid_flags": args.invalid_flags,
             "read_only": args.read_only,
-            "write_to": os.path.abspath(args.write_to) if args.write_to else None,
+            "write_to": (args.write_to if is_remote(args.write_to) else os.path.abspath(args.write_to))
+            if args.write_to else None,
             "allow_write": tuple(args.allow_write) if args.allow_write else None,
             "allow_write_group": tuple(args.allow_write_group) if args.allow_write_group else None,
             "log_format": args.log_format,
             "log_level": args.log_level,
             "shutdown_timeout": args.shutdown_timeout,
+            **{name: os.path.abspath(value) if value and name != "etcd_user" else value
+               for name in ("etcd_user", "etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
+               for value in [getattr(args, name)]},
         }
         config = build_config(file_settings, cli)
     except StartupError as exc:
         print(f"flagsock serve: {exc}", file=sys.stderr)
         return 2
     if not config.flags:
-        print("flagsock serve: no flag files: pass --flags PATH (or flags = [...] in --config)", file=sys.stderr)
+        print("flagsock serve: no flag files: pass --flags PATH or --flags etcd://HOST:PORT/PREFIX "
+              "(or flags = [...] in --config)", file=sys.stderr)
         return 2
     logs.configure_logging(config.log_format, config.log_level)
     raise_open_file_limit(config.max_connections)

@@ -84,6 +84,7 @@ class EtcdWriter:
         before = self.store.snapshot.revision
         if flag.startswith("."):
             raise InvalidFlag(f"flag keys starting with '.' are reserved in {source.name} (for .meta and .written)")
+        await source.wait_listed(self.serve_timeout)
         doc = self._document()
         new_doc = edit(doc)
         await trio.to_thread.run_sync(self._validate, new_doc, flag)

@@ -6,6 +6,8 @@ and forwards every connection to ``127.0.0.1:target_port``. Then, at any moment:
 - ``proxy.cut()``: close every open connection (the client sees its stream end); new ones still pass;
 - ``proxy.hang()``: keep accepting, but forward nothing more in either direction, on old and new
   connections alike (a store that hangs without closing);
+- ``proxy.swallow_replies()``: forward requests, but nothing back (a write that lands and whose
+  answer is lost);
 - ``proxy.refuse()``: close the listening socket, so a new connection is refused; open ones are cut;
 - ``proxy.pass_through()``: back to forwarding (and listening again on the same port after ``refuse``).
 """
@@ -27,6 +29,8 @@ class FaultProxy:
         self.connections = 0  # accepted so far, for tests that want to see a reconnect
         self._flowing = trio.Event()
         self._flowing.set()
+        self._replying = trio.Event()
+        self._replying.set()
         self._listener: trio.SocketListener | None = None
         self._nursery: trio.Nursery | None = None
         self._scopes: set[trio.CancelScope] = set()
@@ -69,17 +73,20 @@ class FaultProxy:
                     except OSError:
                         return
                     async with upstream, trio.open_nursery() as pumps:
-                        pumps.start_soon(self._pump, client, upstream, pumps.cancel_scope)
-                        pumps.start_soon(self._pump, upstream, client, pumps.cancel_scope)
+                        pumps.start_soon(self._pump, client, upstream, pumps.cancel_scope, False)
+                        pumps.start_soon(self._pump, upstream, client, pumps.cancel_scope, True)
         finally:
             self._scopes.discard(scope)
 
-    async def _pump(self, source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope) -> None:
+    async def _pump(self, source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope,
+                    reply: bool) -> None:
         try:
             while True:
                 await self._flowing.wait()
                 data = await source.receive_some(CHUNK)
                 await self._flowing.wait()
+                if reply:
+                    await self._replying.wait()
                 if not data:
                     break
                 await sink.send_all(data)
@@ -97,6 +104,11 @@ class FaultProxy:
         if self._flowing.is_set():
             self._flowing = trio.Event()
 
+    def swallow_replies(self) -> None:
+        """Forward what clients send; hold back everything the server answers."""
+        if self._replying.is_set():
+            self._replying = trio.Event()
+
     def refuse(self) -> None:
         """Stop listening (connects are refused) and cut the open connections."""
         self._listening.cancel()
@@ -105,6 +117,7 @@ class FaultProxy:
     async def pass_through(self) -> None:
         """Forward again; listen again on the same port if ``refuse`` had closed it."""
         self._flowing.set()
+        self._replying.set()
         if self._listening.cancel_called:
             for _ in range(50):
                 try:

@@ -16,6 +16,7 @@ from agent.sources.base import LoadOptions
 from agent.sources.etcd.layout import EtcdLocation, LocationError
 from agent.sources.etcd.settings import EtcdSettings
 from agent.sources.etcd.source import EtcdSource
+from agent.sources.etcd.txn import Put
 from agent.store.peer import Peer
 from agent.store.reloader import Reloader
 from agent.store.store import Store
@@ -214,3 +215,38 @@ async def test_an_agent_started_while_the_store_is_down_serves_it_when_it_return
     await trio.to_thread.run_sync(etcd.members[0].start)
     await agent.served(lambda s: s.revision == written, timeout=10)
     assert not agent.store.degraded
+
+
+async def test_a_write_whose_answer_is_lost_is_found_committed_once(etcd, nursery, fault_proxy):
+    proxy = await fault_proxy(etcd.members[0].client_port)
+    location = EtcdLocation.parse(f"etcd://127.0.0.1:{proxy.port},{etcd.endpoints[0]}{PREFIX}")
+    source = EtcdSource(location, EtcdSettings(location.endpoints, request_timeout=0.5, connect_timeout=0.5))
+
+    async def ignore(why: str) -> None:
+        pass
+
+    await nursery.start(source.watch, ignore)
+    assert await source.wait_listed(5)
+    proxy.swallow_replies()  # the txn reaches etcd through the proxy; its answer never comes back
+    revision = await source.commit(Put(location.flag_key("lost"), json.dumps(ON).encode()), None, {"test": 1})
+    got = etcd.call("/v3/kv/range", {"key": b64(f"{PREFIX}/lost")})
+    [kv] = got["kvs"]
+    assert int(kv["mod_revision"]) == revision and kv["version"] == "1"  # committed once, found by its marker
+
+
+async def test_a_write_that_never_arrived_is_sent_again_once(etcd, nursery, fault_proxy):
+    proxy = await fault_proxy(etcd.members[0].client_port)
+    location = EtcdLocation.parse(f"etcd://127.0.0.1:{proxy.port},{etcd.endpoints[0]}{PREFIX}")
+    source = EtcdSource(location, EtcdSettings(location.endpoints, request_timeout=0.5, connect_timeout=0.5))
+
+    async def ignore(why: str) -> None:
+        pass
+
+    await nursery.start(source.watch, ignore)
+    assert await source.wait_listed(5)
+    seen = etcd.revision()
+    proxy.hang()  # the txn is sent into the proxy and stays there
+    revision = await source.commit(Put(location.flag_key("late"), json.dumps(ON).encode()), seen, {"test": 2})
+    [kv] = etcd.call("/v3/kv/range", {"key": b64(f"{PREFIX}/late")})["kvs"]
+    assert int(kv["mod_revision"]) == revision and kv["version"] == "1"
+    # Should the first attempt still arrive, its if_revision no longer holds: it cannot write again.

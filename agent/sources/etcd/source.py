@@ -175,6 +175,14 @@ class EtcdSource:
 
     # -- writing ------------------------------------------------------------------------------
 
+    async def wait_listed(self, timeout: float) -> bool:
+        """Wait until the prefix has been listed once (a write that comes in the moment the agent
+        starts); False when etcd is found unreachable first, or after ``timeout``."""
+        with trio.move_on_after(timeout):
+            while self.version is None and self._trouble is None:
+                await self._advanced.wait()
+        return self.version is not None
+
     async def wait_for(self, revision: int, timeout: float) -> bool:
         """Wait until the version held is at ``revision`` or later; False after ``timeout``.
 
@@ -211,29 +219,57 @@ class EtcdSource:
         if if_revision is not None:
             compare.append(Compare.mod(self.location.prefix, "LESS", if_revision + 1, self.location.range_end))
         write_id = secrets.token_hex(8)
-        marker = orjson.dumps({"id": write_id, "by": by, "at": time.time()})
+        ops = [op, Put(self.location.written_key, orjson.dumps({"id": write_id, "by": by, "at": time.time()}))]
         try:
-            result = await gateway.txn(compare, [op, Put(self.location.written_key, marker)])
-        except OutcomeUnknown:
-            committed = await self._committed(gateway, write_id)
-            if committed is None:
-                raise
-            return committed
+            result = await gateway.txn(compare, ops)
+        except OutcomeUnknown as lost:
+            return await self._resolve(gateway, write_id, if_revision, compare, ops, lost)
         if not result.succeeded:
-            raise WriteConflict(gateway.endpoint, f"a key under {self.location.prefix.decode()} changed after revision "
-                                                  f"{if_revision} (etcd is at {result.revision})")
+            raise self._conflict(gateway, if_revision, result.revision)
         return result.revision
 
-    async def _committed(self, gateway: EtcdGateway, write_id: str) -> int | None:
-        """The revision of write ``write_id`` if the marker shows it; None if it cannot be told."""
-        try:
-            with trio.move_on_after(self.settings.request_timeout * 2):
-                marker = await gateway.range(self.location.written_key)
-                if marker.kvs and orjson.loads(marker.kvs[0].value).get("id") == write_id:
-                    return marker.kvs[0].mod_revision
-        except (EtcdError, orjson.JSONDecodeError, AttributeError):
-            pass
+    def _conflict(self, gateway: EtcdGateway, if_revision: int | None, now: int) -> WriteConflict:
+        return WriteConflict(gateway.endpoint, f"a key under {self.location.prefix.decode()} changed after revision "
+                                               f"{if_revision} (etcd is at {now})")
+
+    async def _resolve(self, gateway: EtcdGateway, write_id: str, if_revision: int | None, compare: list[Compare],
+                       ops: list[Op], lost: OutcomeUnknown) -> int:
+        """Find out what became of a write whose answer was lost, and finish it exactly once.
+
+        The ``.written`` marker tells: if it holds this write's id, the write is committed. If it
+        holds another, the write is sent again on condition that the marker is still that one,
+        so the first attempt and the second cannot both commit a change; in the meantime the
+        first may still land, which the next look at the marker finds.
+
+        Raises:
+            OutcomeUnknown: etcd did not answer within the deadline (``lost``).
+            WriteConflict: the write's own compares no longer hold.
+        """
+        with trio.move_on_after(self.settings.request_timeout * 3):
+            while True:
+                try:
+                    marker = await gateway.range(self.location.written_key)
+                    [kv] = marker.kvs or [None]
+                    if kv is not None and _write_id(kv.value) == write_id:
+                        return kv.mod_revision
+                    seen = kv.mod_revision if kv is not None else 0
+                    again = await gateway.txn([*compare, Compare.mod(self.location.written_key, "EQUAL", seen)], ops)
+                    if again.succeeded:
+                        return again.revision
+                    if compare and not (await gateway.txn(compare)).succeeded:
+                        raise self._conflict(gateway, if_revision, again.revision)
+                except (EndpointDown, EtcdUnavailable, OutcomeUnknown) as exc:
+                    log.info("%s: a write's answer was lost (%s); asking again: %s", self.name, lost, exc)
+                    await trio.sleep(0.1)
+        raise lost
+
+
+def _write_id(value: bytes) -> str | None:
+    try:
+        marker = orjson.loads(value)
+    except orjson.JSONDecodeError:
         return None
+    return marker.get("id") if isinstance(marker, dict) else None
 
 
 class _Flag:
