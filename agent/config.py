@@ -65,6 +65,9 @@ class ServeConfig:
     etcd_ca: str | None = None
     etcd_cert: str | None = None
     etcd_key: str | None = None
+    #: Where what must outlive the process is kept (the last good version of remote sources);
+    #: default ``$STATE_DIRECTORY`` (systemd's StateDirectory=), else nowhere.
+    state_dir: str | None = attrs.field(factory=lambda: os.environ.get("STATE_DIRECTORY") or None)
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
@@ -72,7 +75,7 @@ _TUPLES = {"flags", "allow_write", "allow_write_group"}
 _INTS = {"max_connections", "max_line_bytes", "subscriber_queue"}
 _FLOATS = {"shutdown_timeout", "send_timeout"}
 _BOOLS = {"read_only"}
-_ETCD_FILES = ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
+_ETCD_FILES = ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key", "state_dir")
 
 
 def is_remote(source: str) -> bool:

@@ -135,6 +135,7 @@ def etcd_source(config: ServeConfig, url: str) -> Source:
     """An ``etcd://`` source with the agent's etcd credentials and TLS files (read now: a missing
     password file stops the start, naming it)."""
     # Imported here: httpx takes 130 ms to import, which an agent serving files never pays.
+    from agent.sources.etcd.cache import cache_path
     from agent.sources.etcd.settings import EtcdSettings
     from agent.sources.etcd.source import EtcdSource
 
@@ -150,8 +151,14 @@ def etcd_source(config: ServeConfig, url: str) -> Source:
                          ("--etcd-key", config.etcd_key)):
         if path is not None and not os.path.isfile(path):
             raise ConfigError(f"{option} {path}: no such file")
-    return EtcdSource(location, EtcdSettings(location.endpoints, user=config.etcd_user, password=password,
-                                             ca=config.etcd_ca, cert=config.etcd_cert, key=config.etcd_key))
+    cache_file = None
+    if config.state_dir is not None:
+        if not os.path.isdir(config.state_dir):
+            raise ConfigError(f"--state-dir {config.state_dir}: not a directory (create it, or leave the option out)")
+        cache_file = cache_path(config.state_dir, location.url)
+    settings = EtcdSettings(location.endpoints, user=config.etcd_user, password=password, ca=config.etcd_ca,
+                            cert=config.etcd_cert, key=config.etcd_key)
+    return EtcdSource(location, settings, cache_file=cache_file)
 
 
 def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: str | None,

@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--etcd-ca", metavar="FILE", help="CA certificate(s) to verify etcd with (switches etcd to https)")
     serve.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd (with --etcd-key)")
     serve.add_argument("--etcd-key", metavar="FILE", help="key of the etcd client certificate")
+    serve.add_argument("--state-dir", metavar="DIR",
+                       help="keep the last good version of remote sources here (default $STATE_DIRECTORY)")
     serve.add_argument("--socket", metavar="PATH", help="where to listen (optional under systemd socket activation)")
     serve.add_argument("--socket-mode", metavar="MODE", help="permissions of the socket file, octal (default 0660)")
     serve.add_argument("--socket-group", metavar="GROUP", help="group of the socket file")
@@ -209,7 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "log_level": args.log_level,
             "shutdown_timeout": args.shutdown_timeout,
             **{name: os.path.abspath(value) if value and name != "etcd_user" else value
-               for name in ("etcd_user", "etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
+               for name in ("etcd_user", "etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key", "state_dir")
                for value in [getattr(args, name)]},
         }
         config = build_config(file_settings, cli)

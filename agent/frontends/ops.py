@@ -141,6 +141,7 @@ def op_health(service: Service, conn: Conn, req: dict) -> dict:
             "flag_count": len(s.flags),
             "content_hash": s.content_hash,
             "error": err.to_wire() if err else None,
+            "stale": _iso(s.stale) if s.stale is not None else None,
         })
     problems = [
         {"source": p.source, "flag": p.flag, "path": p.path, "message": p.message} for p in snap.problems

@@ -48,6 +48,9 @@ class SourceState:
     #: The source's own revision of this version (etcd's), served as the snapshot's revision;
     #: None for a source without one (a file: the store counts its versions).
     revision: int | None = None
+    #: While a remote source cannot be reached: when the version served was fetched (health
+    #: marks the source stale with it); None while it is current, and for files.
+    stale: float | None = None
 
     @property
     def loaded(self) -> bool:

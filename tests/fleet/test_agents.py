@@ -4,12 +4,10 @@ etcd leader in a stream of writes, and an agent started while its store is down.
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import trio
 
-from tests.fleet.etcd import b64
 from tests.helpers import LineClient
 from tests.process import AgentProcess
 
@@ -112,5 +110,21 @@ async def test_an_agent_started_while_etcd_is_down_serves_at_once_and_catches_up
                     await trio.sleep(0.05)
             health = await client.result({"op": "health"})
             assert health["status"] == "ok" and health["flag_count"] == 1
-    with contextlib.suppress(Exception):
-        etcd.call("/v3/kv/range", {"key": b64(PREFIX)})
+
+
+async def test_a_restart_while_etcd_is_down_serves_the_copy_in_the_state_dir(etcd, sock_dir, tmp_path):
+    written = etcd.put(f"{PREFIX}/dark_mode", json.dumps(ON))
+    args = [*agent_args(etcd.endpoints, sock_dir, "a"), "--state-dir", str(tmp_path)]
+    with AgentProcess(args) as a:
+        async with await LineClient.connect(a.socket_path) as client:
+            with trio.fail_after(10):
+                while (await client.result({"op": "ping"}))["revision"] < written:
+                    await trio.sleep(0.05)
+    etcd.members[0].stop()
+    with AgentProcess(args) as a:
+        async with await LineClient.connect(a.socket_path) as client:
+            health = await client.result({"op": "health"})
+            assert health["status"] == "degraded" and health["revision"] == written
+            [source] = health["sources"]
+            assert source["stale"] is not None and source["flag_count"] == 1
+            assert (await client.result({"op": "evaluate", "flag": "dark_mode"}))["value"] is True

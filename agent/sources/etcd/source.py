@@ -25,6 +25,7 @@ import orjson
 import trio
 
 from agent.sources.base import Changed, LoadOptions, SourceOutcome, SourceState, content_hash
+from agent.sources.etcd import cache
 from agent.sources.etcd.errors import (
     AuthError,
     Compacted,
@@ -60,13 +61,20 @@ class EtcdSource:
     Args:
         location: endpoints and prefix, from the ``etcd://`` URL.
         settings: how to reach the cluster (credentials, TLS, deadlines).
+        cache_file: where the last good version is kept (under ``--state-dir``), or None.
     """
 
-    def __init__(self, location: EtcdLocation, settings: EtcdSettings) -> None:
+    def __init__(self, location: EtcdLocation, settings: EtcdSettings, *, cache_file: str | None = None) -> None:
         self.name = location.url
         self.location = location
         self.settings = settings
+        self.cache_file = cache_file
         self.version: Version | None = None
+        #: When ``version`` was last known to be etcd's newest (listed, or a watch confirmed).
+        self.fetched_at: float | None = None
+        self._cached: tuple[Version, float] | None = None
+        self._cache_read = False
+        self._saved_revision: int | None = None
         self._gateway: EtcdGateway | None = None
         self._follower: Follower | None = None
         self._trouble: tuple[str, float] | None = None
@@ -78,9 +86,14 @@ class EtcdSource:
     # -- reading ------------------------------------------------------------------------------
 
     def load(self, previous: SourceState, options: LoadOptions) -> SourceOutcome:
-        version, trouble = self.version, self.trouble
+        version, trouble, fetched_at = self.version, self.trouble, self.fetched_at
         if version is None:
-            return SourceOutcome(previous, trouble)
+            cached = self._read_cache()
+            if cached is None:
+                return SourceOutcome(previous, trouble)
+            version, fetched_at = cached
+            trouble = trouble or (f"{self.name}: etcd not reached yet; serving the copy kept in "
+                                  f"{self.cache_file}, fetched at {_clock(fetched_at)} UTC")
         try:
             data = assemble(version, self.location)
         except DocumentError as exc:
@@ -91,7 +104,27 @@ class EtcdSource:
             if outcome.error is not None:
                 return outcome
             previous = outcome.state
-        return SourceOutcome(attrs.evolve(previous, revision=version.revision), trouble)
+        if version is self.version and fetched_at is not None:
+            self._save_cache(version, fetched_at)
+        stale = fetched_at if trouble is not None else None
+        return SourceOutcome(attrs.evolve(previous, revision=version.revision, stale=stale), trouble)
+
+    def _read_cache(self) -> tuple[Version, float] | None:
+        if not self._cache_read and self.cache_file is not None:
+            self._cache_read = True
+            self._cached = cache.load(self.cache_file, self.name)
+        return self._cached
+
+    def _save_cache(self, version: Version, fetched_at: float) -> None:
+        """Keep a version that parsed (blocking, in ``load``'s worker thread); a failure is logged."""
+        if self.cache_file is None or version.revision == self._saved_revision:
+            return
+        try:
+            cache.save(self.cache_file, self.name, version, fetched_at)
+            self._saved_revision = version.revision
+        except OSError as exc:
+            log.warning("%s: cannot keep the last good version in %s: %s", self.name, self.cache_file,
+                        exc.strerror or exc)
 
     @property
     def trouble(self) -> str | None:
@@ -100,8 +133,7 @@ class EtcdSource:
             return None
         message, since = self._trouble
         served = f"revision {self.version.revision}" if self.version is not None else "nothing yet"
-        return (f"{self.name}: {message} (since {time.strftime('%H:%M:%S', time.gmtime(since))} UTC; "
-                f"serving {served} from memory)")
+        return f"{self.name}: {message} (since {_clock(since)} UTC; serving {served} from memory)"
 
     async def watch(self, changed: Changed, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> Any:
         """List and follow the prefix until cancelled (started at once: etcd never holds up start)."""
@@ -119,6 +151,7 @@ class EtcdSource:
                     await backoff.wait()
                     continue
                 backoff.reset()
+                self.fetched_at = time.time()
                 self._set_version(Version.listed(listing.kvs), dirty)
                 self._set_trouble(None, dirty)
                 await self._follow(gateway, listing.revision + 1, dirty, backoff)
@@ -127,10 +160,13 @@ class EtcdSource:
         """Follow from ``start`` until the watch cannot go on; the caller lists again."""
 
         async def handle(response: WatchResponse) -> None:
+            self.fetched_at = time.time()
             if response.events and self.version is not None:
                 self._set_version(self.version.apply(response.events), dirty)
 
         async def on_state(error: EtcdError | None) -> None:
+            if error is None:
+                self.fetched_at = time.time()
             self._set_trouble(error, dirty)
 
         self._follower = Follower(gateway, self.location.prefix, self.location.range_end, start, on_state=on_state)
@@ -262,6 +298,10 @@ class EtcdSource:
                     log.info("%s: a write's answer was lost (%s); asking again: %s", self.name, lost, exc)
                     await trio.sleep(0.1)
         raise lost
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
 
 
 def _write_id(value: bytes) -> str | None:
