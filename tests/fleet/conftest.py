@@ -2,8 +2,9 @@
 
 - ``etcd``: one running member, ``EtcdCluster`` of size 1 (``etcd.endpoints``, ``.put``, ``.compact``...).
 - ``etcd_cluster``: three running members from a static initial cluster.
-- ``start_etcd(size=1, extra_args=())``: start another (with server flags such as
-  ``--auth-token-ttl``); stopped after the test like the others.
+- ``start_etcd(size=1, extra_args=(), tls=None)``: start another (with server flags such as
+  ``--auth-token-ttl``, or TLS files from ``tls_files``); stopped after the test like the others.
+- ``tls_files``: a throwaway CA with server and client certificates (skips without openssl).
 - ``fault_proxy(port)``: ``await fault_proxy(port)`` starts a ``FaultProxy`` in the test's nursery.
 
 Every etcd process a test starts is stopped when the test ends, passed or failed. A test that needs
@@ -21,6 +22,7 @@ import pytest
 
 from tests.fleet.etcd import HOW_TO_GET_ETCD, EtcdCluster, find_etcd
 from tests.fleet.proxy import FaultProxy
+from tests.fleet.tls import HOW_TO_GET_OPENSSL, TlsFiles, make_tls_files
 
 STARTS = 3  # a free port can be taken between asking and binding: try a fresh set of ports again
 
@@ -39,10 +41,10 @@ def start_etcd(etcd_binary: str) -> Iterator[Callable[..., EtcdCluster]]:
     base = Path(tempfile.mkdtemp(prefix="fsk-etcd-", dir="/tmp"))
     started: list[EtcdCluster] = []
 
-    def start(size: int = 1, extra_args: Sequence[str] = ()) -> EtcdCluster:
+    def start(size: int = 1, extra_args: Sequence[str] = (), tls=None) -> EtcdCluster:
         error: Exception | None = None
         for attempt in range(STARTS):
-            cluster = EtcdCluster.create(etcd_binary, base / f"c{len(started)}-{attempt}", size, extra_args)
+            cluster = EtcdCluster.create(etcd_binary, base / f"c{len(started)}-{attempt}", size, extra_args, tls)
             started.append(cluster)
             try:
                 cluster.start()
@@ -68,6 +70,14 @@ def etcd(start_etcd: Callable[..., EtcdCluster]) -> EtcdCluster:
 @pytest.fixture
 def etcd_cluster(start_etcd: Callable[..., EtcdCluster]) -> EtcdCluster:
     return start_etcd(3)
+
+
+@pytest.fixture
+def tls_files(tmp_path) -> TlsFiles:
+    files = make_tls_files(tmp_path / "tls")
+    if files is None:
+        pytest.skip(HOW_TO_GET_OPENSSL)
+    return files
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -79,20 +80,31 @@ def b64(text: str | bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def post_json(url: str, body: dict, *, timeout: float = 5.0, headers: dict[str, str] | None = None) -> dict:
+def post_json(url: str, body: dict, *, timeout: float = 5.0, headers: dict[str, str] | None = None,
+              context: ssl.SSLContext | None = None) -> dict:
     """POST ``body`` as JSON to an etcd gateway path and return the decoded answer (raises on HTTP errors)."""
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json", **(headers or {})})
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
         return json.loads(answer.read())
+
+
+def client_context(tls) -> ssl.SSLContext | None:
+    """How the helpers here talk to a member started with ``tls`` (a ``tests.fleet.tls.TlsFiles``)."""
+    if tls is None:
+        return None
+    context = ssl.create_default_context(cafile=tls.ca)
+    context.load_cert_chain(tls.client_cert, tls.client_key)
+    return context
 
 
 class EtcdMember:
     """One etcd process: its name, URLs, data directory and (while running) its ``Popen``."""
 
     def __init__(self, binary: str, name: str, client_port: int, peer_port: int, data_dir: Path,
-                 initial_cluster: str, extra_args: Sequence[str] = ()) -> None:
+                 initial_cluster: str, extra_args: Sequence[str] = (), tls=None) -> None:
         self.binary = binary
+        self.tls = tls
         self.name = name
         self.client_port = client_port
         self.peer_port = peer_port
@@ -104,7 +116,7 @@ class EtcdMember:
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -126,8 +138,14 @@ class EtcdMember:
             "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
             "--initial-cluster", self.initial_cluster, "--initial-cluster-state", "new",
             "--initial-cluster-token", "flagsock-tests", "--log-level", "warn",
-            *FAST_RAFT, *self.extra_args,
+            *FAST_RAFT, *self.tls_args(), *self.extra_args,
         ]
+
+    def tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return ["--cert-file", self.tls.server_cert, "--key-file", self.tls.server_key,
+                "--trusted-ca-file", self.tls.ca, "--client-cert-auth"]
 
     def spawn(self) -> None:
         """Start the process (returns at once: see ``wait_ready``)."""
@@ -140,7 +158,8 @@ class EtcdMember:
     def healthy(self) -> bool:
         """True when this member answers ``/health`` with a leader."""
         try:
-            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1) as answer:
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1,
+                                        context=client_context(self.tls)) as answer:
                 return json.loads(answer.read()).get("health") == "true"
         except (OSError, ValueError):
             return False
@@ -191,11 +210,12 @@ class EtcdCluster:
         self.members = members
 
     @classmethod
-    def create(cls, binary: str, base_dir: Path, size: int = 1, extra_args: Sequence[str] = ()) -> "EtcdCluster":
+    def create(cls, binary: str, base_dir: Path, size: int = 1, extra_args: Sequence[str] = (),
+               tls=None) -> "EtcdCluster":
         ports = free_ports(2 * size)
         names = [f"m{i}" for i in range(size)]
         initial = ",".join(f"{n}=http://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(names))
-        members = [EtcdMember(binary, n, ports[2 * i], ports[2 * i + 1], base_dir / n, initial, extra_args)
+        members = [EtcdMember(binary, n, ports[2 * i], ports[2 * i + 1], base_dir / n, initial, extra_args, tls)
                    for i, n in enumerate(names)]
         return cls(members)
 
@@ -233,7 +253,9 @@ class EtcdCluster:
 
     def call(self, path: str, body: dict, *, timeout: float = 5.0, headers: dict[str, str] | None = None) -> dict:
         """A gateway call (``/v3/kv/range``...) on the first running member."""
-        return post_json(self.running_member().client_url + path, body, timeout=timeout, headers=headers)
+        member = self.running_member()
+        return post_json(member.client_url + path, body, timeout=timeout, headers=headers,
+                         context=client_context(member.tls))
 
     def revision(self) -> int:
         return int(self.call("/v3/kv/range", {"key": b64("\0"), "count_only": True})["header"]["revision"])

@@ -316,3 +316,21 @@ async def test_etcd_s_own_size_refusal_is_the_same_error(etcd):
     async with EtcdGateway(EtcdSettings(tuple(etcd.endpoints), max_request_bytes=8 << 20, **FAST)) as gw:
         with pytest.raises(RequestTooLarge, match="request is too large"):
             await gw.put(b"/p/big", b"x" * (1600 * 1024))
+
+
+async def test_tls_with_a_client_certificate(start_etcd, tls_files):
+    etcd = start_etcd(1, tls=tls_files)
+    endpoints = tuple(etcd.endpoints)
+    tls = dict(ca=tls_files.ca, cert=tls_files.client_cert, key=tls_files.client_key)
+    async with EtcdGateway(EtcdSettings(endpoints, **tls, **FAST)) as gw:
+        revision = await gw.put(b"/p/k", b"over tls")
+        async with gw.watch(b"/p/", prefix_end(b"/p/"), revision) as stream:
+            with trio.fail_after(5):
+                response = await stream.__anext__()
+        assert response.events[0].kv.value == b"over tls"
+    async with EtcdGateway(EtcdSettings(endpoints, ca=tls_files.ca, **FAST)) as no_cert:
+        with pytest.raises(EtcdUnavailable):  # the member refuses the handshake without a client certificate
+            await no_cert.range(b"/p/k")
+    async with EtcdGateway(EtcdSettings(endpoints, **FAST)) as plain:
+        with pytest.raises(EtcdUnavailable):
+            await plain.range(b"/p/k")

@@ -32,6 +32,8 @@ UNAUTHENTICATED = 16
 # etcd's own words (server/etcdserver/api/v3rpc/rpctypes/error.go), matched on a fragment.
 _TOKEN_REJECTED = ("invalid auth token", "user name is empty", "revision of auth store is old")
 _NOT_APPLIED_BUSY = ("too many requests", "not capable")
+# The member's gateway could not reach its own gRPC server: the request went nowhere.
+_GATEWAY_CANNOT_CONNECT = ("connection error", "handshake failed")
 
 
 class TokenRejected(AuthError):
@@ -69,6 +71,9 @@ def classify_refusal(endpoint: str, status: int, body: Any, *, write: bool) -> E
         return RequestTooLarge(endpoint, f"{said} (over the cluster's --max-request-bytes)", code)
     if any(words in message for words in _NOT_APPLIED_BUSY):
         return EndpointDown(endpoint, said)
+    if any(words in message for words in _GATEWAY_CANNOT_CONNECT):
+        return EndpointDown(endpoint, f"{said} (the member's gateway cannot reach its own gRPC server: "
+                                      "under --client-cert-auth its server certificate must allow clientAuth)")
     if status >= 500 or code in (UNAVAILABLE, DEADLINE_EXCEEDED):
         if write:
             return OutcomeUnknown(endpoint, f"{said}; the write may or may not have been applied")
