@@ -10,22 +10,22 @@ While etcd cannot be followed, ``load`` still returns the newest version it has,
 reason as its error, so health says degraded and why while the flags keep being served; the
 watch keeps trying (back-off with jitter) and catches up from where it stopped.
 
-Writes (``commit``) are etcd transactions through the same gateway; see ``agent.writes.etcd``.
+Writes (``commit``) are etcd transactions through the same gateway (``commit.py``); the wire
+side of them is ``agent.writes.etcd``.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from typing import Any
 
 import attrs
-import orjson
 import trio
 
 from agent.sources.base import Changed, LoadOptions, SourceOutcome, SourceState, content_hash
 from agent.sources.etcd import cache
+from agent.sources.etcd.commit import WriteConflict, commit
 from agent.sources.etcd.errors import (
     AuthError,
     Compacted,
@@ -33,13 +33,12 @@ from agent.sources.etcd.errors import (
     EtcdError,
     EtcdRequestError,
     EtcdUnavailable,
-    OutcomeUnknown,
 )
 from agent.sources.etcd.follow import Backoff, Follower
 from agent.sources.etcd.gateway import EtcdGateway
 from agent.sources.etcd.layout import EtcdLocation
 from agent.sources.etcd.settings import EtcdSettings
-from agent.sources.etcd.txn import Compare, Op, Put
+from agent.sources.etcd.txn import Op
 from agent.sources.etcd.version import DocumentError, Version, assemble
 from agent.sources.etcd.watch import WatchResponse
 from agent.sources.files import parse_source
@@ -49,10 +48,6 @@ log = logging.getLogger("flagsock.etcd")
 
 class NotReady(EtcdError):
     """The source has not listed its prefix yet (etcd unreachable since start)."""
-
-
-class WriteConflict(EtcdError):
-    """``if_revision`` did not hold: something under the prefix changed after it."""
 
 
 class EtcdSource:
@@ -238,78 +233,20 @@ class EtcdSource:
         return False
 
     async def commit(self, op: Op, if_revision: int | None, by: dict[str, Any]) -> int:
-        """Apply ``op`` (and rewrite the ``.written`` marker) in one transaction; its revision.
-
-        ``if_revision`` R: only if no key under the prefix was changed after R.
+        """Apply ``op`` in etcd, under ``if_revision``; the revision it made (see ``commit.commit``).
 
         Raises:
             NotReady: the watch has not opened the gateway yet.
-            WriteConflict: ``if_revision`` did not hold; nothing was written.
-            RequestTooLarge, EtcdUnavailable, AuthError, EtcdRequestError: nothing was written.
-            OutcomeUnknown: the answer was lost and the marker does not say it was committed.
+            WriteConflict, OutcomeUnknown and the gateway's errors: as ``commit.commit``.
         """
-        gateway = self._gateway
-        if gateway is None:
+        if self._gateway is None:
             raise NotReady(",".join(self.location.endpoints), "not connected yet")
-        compare = []
-        if if_revision is not None:
-            compare.append(Compare.mod(self.location.prefix, "LESS", if_revision + 1, self.location.range_end))
-        write_id = secrets.token_hex(8)
-        ops = [op, Put(self.location.written_key, orjson.dumps({"id": write_id, "by": by, "at": time.time()}))]
-        try:
-            result = await gateway.txn(compare, ops)
-        except OutcomeUnknown as lost:
-            return await self._resolve(gateway, write_id, if_revision, compare, ops, lost)
-        if not result.succeeded:
-            raise self._conflict(gateway, if_revision, result.revision)
-        return result.revision
-
-    def _conflict(self, gateway: EtcdGateway, if_revision: int | None, now: int) -> WriteConflict:
-        return WriteConflict(gateway.endpoint, f"a key under {self.location.prefix.decode()} changed after revision "
-                                               f"{if_revision} (etcd is at {now})")
-
-    async def _resolve(self, gateway: EtcdGateway, write_id: str, if_revision: int | None, compare: list[Compare],
-                       ops: list[Op], lost: OutcomeUnknown) -> int:
-        """Find out what became of a write whose answer was lost, and finish it exactly once.
-
-        The ``.written`` marker tells: if it holds this write's id, the write is committed. If it
-        holds another, the write is sent again on condition that the marker is still that one,
-        so the first attempt and the second cannot both commit a change; in the meantime the
-        first may still land, which the next look at the marker finds.
-
-        Raises:
-            OutcomeUnknown: etcd did not answer within the deadline (``lost``).
-            WriteConflict: the write's own compares no longer hold.
-        """
-        with trio.move_on_after(self.settings.request_timeout * 3):
-            while True:
-                try:
-                    marker = await gateway.range(self.location.written_key)
-                    [kv] = marker.kvs or [None]
-                    if kv is not None and _write_id(kv.value) == write_id:
-                        return kv.mod_revision
-                    seen = kv.mod_revision if kv is not None else 0
-                    again = await gateway.txn([*compare, Compare.mod(self.location.written_key, "EQUAL", seen)], ops)
-                    if again.succeeded:
-                        return again.revision
-                    if compare and not (await gateway.txn(compare)).succeeded:
-                        raise self._conflict(gateway, if_revision, again.revision)
-                except (EndpointDown, EtcdUnavailable, OutcomeUnknown) as exc:
-                    log.info("%s: a write's answer was lost (%s); asking again: %s", self.name, lost, exc)
-                    await trio.sleep(0.1)
-        raise lost
+        return await commit(self._gateway, self.location, op, if_revision, by,
+                            resolve_timeout=self.settings.request_timeout * 3)
 
 
 def _clock(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
-
-
-def _write_id(value: bytes) -> str | None:
-    try:
-        marker = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    return marker.get("id") if isinstance(marker, dict) else None
 
 
 class _Flag:
