@@ -57,6 +57,12 @@ class ServeConfig:
     shutdown_timeout: float = attrs.field(default=3.0, validator=_positive)
     #: How long a send may wait on a client that does not read before it is disconnected.
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: KEY=VALUE pairs added under every evaluation context (flagd's -X), the request winning.
+    context_values: tuple[str, ...] = attrs.field(default=(), validator=lambda i, a, v: [parse_context_value(x) for x in v])
+    #: Seconds between fetches of an HTTP(S) flag source.
+    poll_interval: float = attrs.field(default=5.0, validator=_positive)
+    #: Where what must outlive the process is kept (the last good version of remote sources).
+    state_dir: str | None = attrs.field(factory=lambda: os.environ.get("STATE_DIRECTORY", "").split(":")[0] or None)
     #: Events a subscriber may leave unread before it is disconnected.
     subscriber_queue: int = attrs.field(default=DEFAULT_SUBSCRIBER_QUEUE, validator=_positive)
     #: etcd sources (``--flags etcd://...``): credentials and TLS files.
@@ -65,27 +71,19 @@ class ServeConfig:
     etcd_ca: str | None = None
     etcd_cert: str | None = None
     etcd_key: str | None = None
-    #: Where what must outlive the process is kept (the last good version of remote sources);
-    #: default ``$STATE_DIRECTORY`` (systemd's StateDirectory=), else nowhere.
-    state_dir: str | None = attrs.field(factory=lambda: os.environ.get("STATE_DIRECTORY") or None)
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
-_TUPLES = {"flags", "allow_write", "allow_write_group"}
+_TUPLES = {"flags", "allow_write", "allow_write_group", "context_values"}
 _INTS = {"max_connections", "max_line_bytes", "subscriber_queue"}
-_FLOATS = {"shutdown_timeout", "send_timeout"}
+_FLOATS = {"shutdown_timeout", "send_timeout", "poll_interval"}
 _BOOLS = {"read_only"}
-_ETCD_FILES = ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key", "state_dir")
-
-
-def is_remote(source: str) -> bool:
-    """A ``--flags`` value that names a store rather than a file (kept as written, not made absolute)."""
-    return source.startswith(SCHEME)
+_ETCD_FILES = ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
 
 
 def _check_etcd(config: "ServeConfig") -> None:
     for source in config.flags:
-        if is_remote(source):
+        if source.startswith(SCHEME):
             try:
                 EtcdLocation.parse(source)
             except LocationError as exc:
@@ -94,6 +92,19 @@ def _check_etcd(config: "ServeConfig") -> None:
         raise ConfigError("--etcd-user and --etcd-password-file go together (the password is read from the file)")
     if (config.etcd_cert is None) != (config.etcd_key is None):
         raise ConfigError("--etcd-cert and --etcd-key go together (the client certificate and its key)")
+
+
+def parse_context_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--context-value``; ConfigError naming the setting otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"context-value must be KEY=VALUE, not {text!r}")
+    return key.strip(), value
+
+
+def is_remote(source: str) -> bool:
+    """A ``--flags`` value naming a remote source (a URL) rather than a file."""
+    return "://" in source
 
 
 def parse_mode(text: str | int) -> int:
@@ -162,7 +173,7 @@ def _check_table(path: str, table: Mapping[str, Any]) -> dict[str, Any]:
         else:
             if not isinstance(value, str):
                 raise ConfigError(f"{where} must be a string, not {value!r}")
-            if name in ("socket", "write_to", *_ETCD_FILES) and not is_remote(value):
+            if name in ("socket", "write_to", "state_dir", *_ETCD_FILES) and not is_remote(value):
                 value = os.path.join(base, value)
             out[name] = value
     return out

@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from agent import __version__
-from agent.config import ConfigError, ServeConfig, is_remote
+from agent.config import ConfigError, ServeConfig, is_remote, parse_context_value
 from agent.frontends.access import WriteAccess
 from agent.frontends.ndjson.server import Server
 from agent.frontends.service import Service
@@ -28,8 +28,10 @@ from agent.host import systemd
 from agent.host.accounts import group_id, user_id
 from agent.host.listener import BoundSocket, bind_unix, check_socket_path
 from agent.sources.base import LoadOptions, Source
-from agent.sources.etcd.layout import EtcdLocation
+from agent.host.errors import StartupError
+from agent.sources.etcd.layout import SCHEME as ETCD, EtcdLocation
 from agent.sources.files import FileSource
+from agent.sources.http import HttpSource, is_http
 from agent.store.reloader import Reloader
 from agent.store.store import Store
 from agent.writes.durable import remove_stale_temps, why_not_writable
@@ -66,20 +68,24 @@ def choose_write_target(config: ServeConfig) -> tuple[str | None, str]:
     """The file that takes writes, or None and why there is none."""
     if config.read_only:
         return None, "this agent was started with --read-only"
-    sources = list(config.flags)  # as the store names them
+    # As the store names them: files, and etcd prefixes (an http(s) source is read-only).
+    writable = [p for p in config.flags if not is_remote(p) or p.startswith(ETCD)]
+    read_only = [p for p in config.flags if p not in writable]
     if config.write_to:
         wanted = os.path.abspath(config.write_to)
-        matching = [p for p in sources if p == config.write_to or os.path.abspath(p) == wanted]
+        matching = [p for p in writable if p == config.write_to or (not is_remote(p) and os.path.abspath(p) == wanted)]
         if not matching:  # build_config refuses this; a config built by hand may still hold it
             return None, f"--write-to {config.write_to} is not one of the flag files this agent serves"
         target = matching[-1]
-    elif len(sources) == 1:
-        target = sources[0]
-    elif not sources:
+    elif len(writable) == 1:
+        target = writable[0]
+    elif not writable:
+        if read_only:
+            return None, f"{read_only[0]} {HttpSource.read_only_reason}, and this agent serves no flag file"
         return None, "this agent serves no flag file"
     else:
-        return None, (f"this agent serves {len(sources)} flag files and was not told which one takes writes; "
-                      "restart it with --write-to PATH")
+        return None, (f"this agent serves {len(writable)} flag files or etcd prefixes and was not told which one "
+                      "takes writes; restart it with --write-to PATH-OR-URL")
     reason = None if is_remote(target) else why_not_writable(target)
     if reason:
         return None, reason
@@ -126,16 +132,26 @@ def open_listener(config: ServeConfig, inherited: list[Any], socket_gid: int | N
 
 
 def build_sources(config: ServeConfig, *, watch: Any = None, poll_seconds: float | None = None) -> list[Source]:
+    """One source per ``--flags`` value, in merge order: a URL or a file."""
     extra = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
-    return [etcd_source(config, name) if is_remote(name) else FileSource(name, watch=watch, **extra)
-            for name in config.flags]
+    sources: list[Source] = []
+    for name in config.flags:
+        if is_http(name):
+            sources.append(HttpSource(name, poll_interval=config.poll_interval, state_dir=config.state_dir))
+        elif name.startswith(ETCD):
+            sources.append(etcd_source(config, name))
+        elif is_remote(name):
+            raise StartupError(f"--flags {name}: unknown kind of source; give a file path, an http(s):// URL "
+                               "or etcd://HOST:PORT/PREFIX")
+        else:
+            sources.append(FileSource(name, watch=watch, **extra))
+    return sources
 
 
 def etcd_source(config: ServeConfig, url: str) -> Source:
     """An ``etcd://`` source with the agent's etcd credentials and TLS files (read now: a missing
     password file stops the start, naming it)."""
     # Imported here: httpx takes 130 ms to import, which an agent serving files never pays.
-    from agent.sources.etcd.cache import cache_path
     from agent.sources.etcd.settings import EtcdSettings
     from agent.sources.etcd.source import EtcdSource
 
@@ -151,14 +167,9 @@ def etcd_source(config: ServeConfig, url: str) -> Source:
                          ("--etcd-key", config.etcd_key)):
         if path is not None and not os.path.isfile(path):
             raise ConfigError(f"{option} {path}: no such file")
-    cache_file = None
-    if config.state_dir is not None:
-        if not os.path.isdir(config.state_dir):
-            raise ConfigError(f"--state-dir {config.state_dir}: not a directory (create it, or leave the option out)")
-        cache_file = cache_path(config.state_dir, location.url)
     settings = EtcdSettings(location.endpoints, user=config.etcd_user, password=password, ca=config.etcd_ca,
                             cert=config.etcd_cert, key=config.etcd_key)
-    return EtcdSource(location, settings, cache_file=cache_file)
+    return EtcdSource(location, settings, state_dir=config.state_dir)
 
 
 def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: str | None,
@@ -199,9 +210,9 @@ async def run_agent(
     if inherited is None:
         inherited = systemd.inherited_sockets()
     settings = plan(config, binds=not inherited)
+    sources = build_sources(config, watch=watch, poll_seconds=poll_seconds)
     if notifier is None:
         notifier = systemd.Notifier.from_environment()
-    sources = build_sources(config, watch=watch, poll_seconds=poll_seconds)
     store = Store([s.name for s in sources], subscriber_queue=config.subscriber_queue)
     reloader = Reloader(store, sources, LoadOptions(fractional=config.fractional, invalid_flags=config.invalid_flags))
     if settings.write_target is None:
@@ -222,6 +233,7 @@ async def run_agent(
                 access=WriteAccess(settings.write_uids, settings.write_gids),
                 writer=build_writer(store, reloader, config, settings.write_target, sources),
                 read_only_reason=settings.read_only_reason,
+                context_values=dict(parse_context_value(v) for v in config.context_values),
             )
             server = Server(service, bound.sock, max_connections=config.max_connections,
                             max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)

@@ -95,14 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Serve flag files on a Unix socket until SIGTERM or SIGINT; SIGHUP reloads.")
     serve.add_argument("--config", metavar="FILE", help="TOML file with any of these settings (the command line wins)")
     serve.add_argument("--flags", action="append", metavar="SOURCE",
-                       help="a flag file, or etcd://HOST:PORT[,HOST:PORT...]/PREFIX (repeat for several; later win on a key)")
+                       help="a flag file (JSON or YAML), an http(s):// URL, or etcd://HOST:PORT[,HOST:PORT...]/PREFIX "
+                            "(repeat for several; later ones win on a key)")
     serve.add_argument("--etcd-user", metavar="USER", help="etcd user for etcd:// sources (with --etcd-password-file)")
     serve.add_argument("--etcd-password-file", metavar="FILE", help="file holding the etcd user's password")
     serve.add_argument("--etcd-ca", metavar="FILE", help="CA certificate(s) to verify etcd with (switches etcd to https)")
     serve.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd (with --etcd-key)")
     serve.add_argument("--etcd-key", metavar="FILE", help="key of the etcd client certificate")
+    serve.add_argument("--context-value", "-X", action="append", metavar="KEY=VALUE",
+                       help="add KEY to every evaluation context (repeatable; a request's own value wins), e.g. host=%%H")
+    serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between fetches of an http(s) source (default 5)")
     serve.add_argument("--state-dir", metavar="DIR",
-                       help="keep the last good version of remote sources here (default $STATE_DIRECTORY)")
+                       help="where the last good version of remote sources is kept (default $STATE_DIRECTORY)")
     serve.add_argument("--socket", metavar="PATH", help="where to listen (optional under systemd socket activation)")
     serve.add_argument("--socket-mode", metavar="MODE", help="permissions of the socket file, octal (default 0660)")
     serve.add_argument("--socket-group", metavar="GROUP", help="group of the socket file")
@@ -210,8 +214,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "log_format": args.log_format,
             "log_level": args.log_level,
             "shutdown_timeout": args.shutdown_timeout,
-            **{name: os.path.abspath(value) if value and name != "etcd_user" else value
-               for name in ("etcd_user", "etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key", "state_dir")
+            "poll_interval": args.poll_interval,
+            "context_values": tuple(args.context_value) if args.context_value else None,
+            "state_dir": os.path.abspath(args.state_dir) if args.state_dir else None,
+            "etcd_user": args.etcd_user,
+            **{name: os.path.abspath(value) if value else None
+               for name in ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
                for value in [getattr(args, name)]},
         }
         config = build_config(file_settings, cli)

@@ -68,11 +68,15 @@ def selected_flags(snap: Snapshot, selector: str | None) -> Mapping[str, Any]:
         raise BadRequest(str(exc)) from None
 
 
-def _context(req: dict) -> dict | None:
+def _context(service: Service, req: dict) -> dict | None:
+    """The request's context over the host's (``--context-value``): the request wins on a key."""
     context = req.get("context")
-    if context is None or type(context) is dict:
+    if context is not None and type(context) is not dict:
+        raise BadRequest(f"\"context\" must be an object, not {json_type(context)}")
+    base = service.context_values
+    if not base:
         return context
-    raise BadRequest(f"\"context\" must be an object, not {json_type(context)}")
+    return {**base, **context} if context else dict(base)
 
 
 def op_ping(service: Service, conn: Conn, req: dict) -> dict:
@@ -95,7 +99,7 @@ def op_evaluate(service: Service, conn: Conn, req: dict) -> dict:
             f"\"type\" must be one of {', '.join(sorted(VALUE_TYPES))}, not {value_type!r}"
             if isinstance(value_type, str) else f"\"type\" must be a string, not {json_type(value_type)}"
         )
-    context = _context(req)
+    context = _context(service, req)
     snap = service.store.snapshot
     flags = snap.flags if "selector" not in req else selected_flags(snap, _selector(req))
     res = evaluate(flags, key, context, expected_type=value_type, default=req.get("default", NO_DEFAULT))
@@ -112,7 +116,7 @@ def op_evaluate(service: Service, conn: Conn, req: dict) -> dict:
 def op_evaluate_all(service: Service, conn: Conn, req: dict) -> dict:
     if not _EVALUATE_ALL_FIELDS.issuperset(req):
         _only(req, _EVALUATE_ALL_FIELDS)
-    context = _context(req)
+    context = _context(service, req)
     snap = service.store.snapshot
     flags = snap.flags if "selector" not in req else selected_flags(snap, _selector(req))
     results: dict[str, Any] = {}
@@ -131,22 +135,29 @@ def op_health(service: Service, conn: Conn, req: dict) -> dict:
     _only(req, _NO_ARGS)
     store = service.store
     snap = store.snapshot
+    live = {source.name: source.status() for source in service.reloader.sources}
     sources = []
+    stale = False
     for s in snap.sources:
         err = store.errors.get(s.path)
+        status = live.get(s.path, {})
+        stale = stale or bool(status.get("stale"))
+        fetched = status.get("fetched_at")
         sources.append({
             "path": s.path,
+            "kind": status.get("kind", "file"),
             "loaded": s.loaded,
             "format": s.format,
             "flag_count": len(s.flags),
             "content_hash": s.content_hash,
             "error": err.to_wire() if err else None,
-            "stale": _iso(s.stale) if s.stale is not None else None,
+            **({"stale": bool(status.get("stale")), "fetched_at": _iso(fetched) if fetched else None}
+               if "stale" in status else {}),
         })
     problems = [
         {"source": p.source, "flag": p.flag, "path": p.path, "message": p.message} for p in snap.problems
     ]
-    degraded = store.degraded or bool(problems)
+    degraded = store.degraded or bool(problems) or stale
     return {
         "status": "degraded" if degraded else "ok",
         "revision": snap.revision,

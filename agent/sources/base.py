@@ -48,9 +48,6 @@ class SourceState:
     #: The source's own revision of this version (etcd's), served as the snapshot's revision;
     #: None for a source without one (a file: the store counts its versions).
     revision: int | None = None
-    #: While a remote source cannot be reached: when the version served was fetched (health
-    #: marks the source stale with it); None while it is current, and for files.
-    stale: float | None = None
 
     @property
     def loaded(self) -> bool:
@@ -89,6 +86,11 @@ class Source(Protocol):
 
         Blocking: called in a worker thread, one load of all sources at a time.
         """
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """What health shows beyond the content: ``kind``, and for a remote source ``stale``
+        (serving a version that may be out of date) and ``fetched_at`` (Unix time)."""
         ...
 
     async def watch(self, changed: Changed, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -70,8 +70,8 @@ def merge_sources(sources: Sequence[SourceState]) -> tuple[Mapping[str, Any], Ma
         digest.update(b"\0")
         digest.update((s.content_hash or "-").encode())
         digest.update(b"\0")
-        if s.revision is not None or s.stale is not None:  # same flags, but a new revision or health
-            digest.update(f"{s.revision}/{s.stale}".encode())
+        if s.revision is not None:  # a new revision of the same content is still a new version
+            digest.update(str(s.revision).encode())
             digest.update(b"\0")
     frozen_sets = MappingProxyType({k: MappingProxyType(v) for k, v in sets.items()}) if sets else EMPTY_SETS
     return MappingProxyType(merged), frozen_sets, digest.hexdigest()

@@ -126,5 +126,6 @@ async def test_a_restart_while_etcd_is_down_serves_the_copy_in_the_state_dir(etc
             health = await client.result({"op": "health"})
             assert health["status"] == "degraded" and health["revision"] == written
             [source] = health["sources"]
-            assert source["stale"] is not None and source["flag_count"] == 1
+            assert source["kind"] == "etcd" and source["stale"] is True and source["fetched_at"]
+            assert source["flag_count"] == 1
             assert (await client.result({"op": "evaluate", "flag": "dark_mode"}))["value"] is True

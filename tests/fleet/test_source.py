@@ -57,9 +57,9 @@ class Agent:
 
 @pytest.fixture
 def start_agent(nursery):
-    async def start(endpoints, prefix: str = PREFIX, cache_file=None, **settings) -> Agent:
+    async def start(endpoints, prefix: str = PREFIX, state_dir=None, **settings) -> Agent:
         location = EtcdLocation.parse(f"etcd://{','.join(endpoints)}{prefix}")
-        source = EtcdSource(location, EtcdSettings(location.endpoints, **{**FAST, **settings}), cache_file=cache_file)
+        source = EtcdSource(location, EtcdSettings(location.endpoints, **{**FAST, **settings}), state_dir=state_dir)
         store = Store([source.name])
         reloader = Reloader(store, [source], LoadOptions())
         agent = Agent(source, store, reloader, EtcdWriter(store, reloader, source, fractional="v2"))
@@ -253,28 +253,23 @@ async def test_a_write_that_never_arrived_is_sent_again_once(etcd, nursery, faul
 
 
 async def test_the_last_good_version_kept_on_disk_is_served_while_etcd_is_down(etcd, start_agent, tmp_path):
-    cache_file = str(tmp_path / "etcd.json")
     put_flag(etcd, "dark_mode", ON)
     good = put_flag(etcd, "vip", OFF)
-    first = await start_agent(etcd.endpoints, cache_file=cache_file)
+    first = await start_agent(etcd.endpoints, state_dir=str(tmp_path))
     await first.served(lambda s: s.revision == good)
+    assert first.source.status() == {"kind": "etcd", "stale": False, "fetched_at": first.source.fetched_at}
     put_flag(etcd, "broken", "{not json")  # a bad version never replaces the good copy
     await first.served(lambda s: first.store.last_error is not None)
     etcd.members[0].stop()
 
-    second = await start_agent(etcd.endpoints, cache_file=cache_file)
+    second = await start_agent(etcd.endpoints, state_dir=str(tmp_path))
     snap = second.store.snapshot
     assert set(snap.flags) == {"dark_mode", "vip"} and snap.revision == good
-    [state] = snap.sources
-    assert state.stale is not None and second.store.degraded
-    assert cache_file in second.store.last_error.message
+    status = second.source.status()
+    assert status["stale"] and status["fetched_at"] <= first.source.fetched_at
+    assert second.store.degraded and "kept from an earlier run" in second.store.last_error.message
 
     await trio.to_thread.run_sync(etcd.members[0].start)
     fixed = put_flag(etcd, "broken", ON)
     await second.served(lambda s: s.revision == fixed, timeout=10)
-    assert s_state(second).stale is None and not second.store.degraded
-
-
-def s_state(agent: Agent):
-    [state] = agent.store.snapshot.sources
-    return state
+    assert not second.source.status()["stale"] and not second.store.degraded

@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from agent.sources.base import Changed, LoadOptions, SourceOutcome, SourceState, content_hash
+from agent.sources.cache import Cached, LastGood
 from agent.sources.etcd import cache
 from agent.sources.etcd.commit import WriteConflict, commit
 from agent.sources.etcd.errors import (
@@ -56,20 +57,22 @@ class EtcdSource:
     Args:
         location: endpoints and prefix, from the ``etcd://`` URL.
         settings: how to reach the cluster (credentials, TLS, deadlines).
-        cache_file: where the last good version is kept (under ``--state-dir``), or None.
+        state_dir: where the last good version is kept (``--state-dir``), or None.
     """
 
-    def __init__(self, location: EtcdLocation, settings: EtcdSettings, *, cache_file: str | None = None) -> None:
+    def __init__(self, location: EtcdLocation, settings: EtcdSettings, *, state_dir: str | None = None) -> None:
         self.name = location.url
         self.location = location
         self.settings = settings
-        self.cache_file = cache_file
         self.version: Version | None = None
         #: When ``version`` was last known to be etcd's newest (listed, or a watch confirmed).
         self.fetched_at: float | None = None
-        self._cached: tuple[Version, float] | None = None
-        self._cache_read = False
-        self._saved_revision: int | None = None
+        self._last_good = LastGood(state_dir, self.name)
+        kept = self._last_good.read()
+        version = cache.decode(kept.data) if kept is not None else None
+        #: The version kept by an earlier run, served until etcd answers.
+        self._kept: tuple[Version, float] | None = (version, kept.fetched_at) if version and kept else None
+        self._saved_revision: int | None = version.revision if version is not None else None
         self._gateway: EtcdGateway | None = None
         self._follower: Follower | None = None
         self._trouble: tuple[str, float] | None = None
@@ -83,12 +86,10 @@ class EtcdSource:
     def load(self, previous: SourceState, options: LoadOptions) -> SourceOutcome:
         version, trouble, fetched_at = self.version, self.trouble, self.fetched_at
         if version is None:
-            cached = self._read_cache()
-            if cached is None:
+            if self._kept is None:
                 return SourceOutcome(previous, trouble)
-            version, fetched_at = cached
-            trouble = trouble or (f"{self.name}: etcd not reached yet; serving the copy kept in "
-                                  f"{self.cache_file}, fetched at {_clock(fetched_at)} UTC")
+            version, fetched_at = self._kept
+            trouble = trouble or f"{self.name}: etcd not reached yet; serving the version kept from an earlier run"
         try:
             data = assemble(version, self.location)
         except DocumentError as exc:
@@ -100,26 +101,27 @@ class EtcdSource:
                 return outcome
             previous = outcome.state
         if version is self.version and fetched_at is not None:
-            self._save_cache(version, fetched_at)
-        stale = fetched_at if trouble is not None else None
-        return SourceOutcome(attrs.evolve(previous, revision=version.revision, stale=stale), trouble)
+            self._keep(version, fetched_at)
+        return SourceOutcome(attrs.evolve(previous, revision=version.revision), trouble)
 
-    def _read_cache(self) -> tuple[Version, float] | None:
-        if not self._cache_read and self.cache_file is not None:
-            self._cache_read = True
-            self._cached = cache.load(self.cache_file, self.name)
-        return self._cached
-
-    def _save_cache(self, version: Version, fetched_at: float) -> None:
+    def _keep(self, version: Version, fetched_at: float) -> None:
         """Keep a version that parsed (blocking, in ``load``'s worker thread); a failure is logged."""
-        if self.cache_file is None or version.revision == self._saved_revision:
+        if version.revision == self._saved_revision:
             return
         try:
-            cache.save(self.cache_file, self.name, version, fetched_at)
+            self._last_good.write(Cached(cache.encode(version), fetched_at))
             self._saved_revision = version.revision
         except OSError as exc:
-            log.warning("%s: cannot keep the last good version in %s: %s", self.name, self.cache_file,
+            log.warning("cannot keep the last good version of %s in the state directory: %s", self.name,
                         exc.strerror or exc)
+
+    def status(self) -> dict[str, Any]:
+        """Health beyond the content: stale while etcd cannot be followed (or before it first answers,
+        serving the kept version), and when what is served was fetched."""
+        if self.version is None and self._kept is not None:
+            return {"kind": "etcd", "stale": True, "fetched_at": self._kept[1]}
+        return {"kind": "etcd", "stale": self.version is None or self._trouble is not None,
+                "fetched_at": self.fetched_at}
 
     @property
     def trouble(self) -> str | None:
