@@ -129,3 +129,18 @@ async def test_a_restart_while_etcd_is_down_serves_the_copy_in_the_state_dir(etc
             assert source["kind"] == "etcd" and source["stale"] is True and source["fetched_at"]
             assert source["flag_count"] == 1
             assert (await client.result({"op": "evaluate", "flag": "dark_mode"}))["value"] is True
+
+
+def test_serve_refuses_a_bad_etcd_source_or_half_its_credentials(sock_dir, tmp_path):
+    from tests.process import flagsock
+
+    sock = str(sock_dir / "x.sock")
+    for args, words in [
+        (["--flags", "etcd://127.0.0.1/flags"], "not HOST:PORT"),
+        (["--flags", "etcd://127.0.0.1:2379"], "no key prefix"),
+        (["--flags", "etcd://127.0.0.1:2379/p", "--etcd-user", "root"], "--etcd-password-file go together"),
+        (["--flags", "etcd://127.0.0.1:2379/p", "--etcd-user", "root", "--etcd-password-file",
+          str(tmp_path / "missing")], "missing"),
+    ]:
+        done = flagsock("serve", *args, "--socket", sock)
+        assert done.returncode == 2 and words in done.stderr, (args, done.stderr)
