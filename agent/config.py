@@ -14,6 +14,7 @@ import attrs
 
 from agent.engine.rules.fractional import VERSIONS as FRACTIONAL_VERSIONS
 from agent.host.errors import StartupError
+from agent.sources.etcd.layout import SCHEME, EtcdLocation, LocationError
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE
 from protocol.framing import DEFAULT_MAX_LINE_BYTES
 
@@ -65,6 +66,12 @@ class ServeConfig:
     state_dir: str | None = attrs.field(factory=lambda: os.environ.get("STATE_DIRECTORY", "").split(":")[0] or None)
     #: Events a subscriber may leave unread before it is disconnected.
     subscriber_queue: int = attrs.field(default=DEFAULT_SUBSCRIBER_QUEUE, validator=_positive)
+    #: etcd sources (``--flags etcd://...``): credentials and TLS files.
+    etcd_user: str | None = None
+    etcd_password_file: str | None = None
+    etcd_ca: str | None = None
+    etcd_cert: str | None = None
+    etcd_key: str | None = None
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
@@ -72,6 +79,20 @@ _TUPLES = {"flags", "allow_write", "allow_write_group", "context_values"}
 _INTS = {"max_connections", "max_line_bytes", "subscriber_queue"}
 _FLOATS = {"shutdown_timeout", "send_timeout", "poll_interval"}
 _BOOLS = {"read_only"}
+_ETCD_FILES = ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
+
+
+def _check_etcd(config: "ServeConfig") -> None:
+    for source in config.flags:
+        if source.startswith(SCHEME):
+            try:
+                EtcdLocation.parse(source)
+            except LocationError as exc:
+                raise ConfigError(f"--flags {exc}") from None
+    if (config.etcd_user is None) != (config.etcd_password_file is None):
+        raise ConfigError("--etcd-user and --etcd-password-file go together (the password is read from the file)")
+    if (config.etcd_cert is None) != (config.etcd_key is None):
+        raise ConfigError("--etcd-cert and --etcd-key go together (the client certificate and its key)")
 
 
 def parse_context_value(text: str) -> tuple[str, str]:
@@ -153,7 +174,7 @@ def _check_table(path: str, table: Mapping[str, Any]) -> dict[str, Any]:
         else:
             if not isinstance(value, str):
                 raise ConfigError(f"{where} must be a string, not {value!r}")
-            if name in ("socket", "write_to", "state_dir"):
+            if name in ("socket", "write_to", "state_dir", *_ETCD_FILES) and not is_remote(value):
                 value = os.path.join(base, value)
             out[name] = value
     return out
@@ -167,8 +188,12 @@ def build_config(file_settings: Mapping[str, Any], cli_settings: Mapping[str, An
         config = ServeConfig(**merged)
     except TypeError as exc:  # only reachable through a programming error in the CLI
         raise ConfigError(str(exc)) from None
-    if config.write_to and os.path.abspath(config.write_to) not in {
-            os.path.abspath(p) for p in config.flags if not is_remote(p)}:
+    _check_etcd(config)
+    if config.write_to and _absolute(config.write_to) not in {_absolute(p) for p in config.flags}:
         raise ConfigError(f"write-to {config.write_to} is not one of the flag files "
                           f"({', '.join(config.flags) or 'none given'}); it must name one of them")
     return config
+
+
+def _absolute(source: str) -> str:
+    return source if is_remote(source) else os.path.abspath(source)

@@ -97,7 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Serve flag files on a Unix socket until SIGTERM or SIGINT; SIGHUP reloads.")
     serve.add_argument("--config", metavar="FILE", help="TOML file with any of these settings (the command line wins)")
     serve.add_argument("--flags", action="append", metavar="SOURCE",
-                       help="a flag file (JSON or YAML) or an http(s):// URL (repeat for several; later ones win on a key)")
+                       help="a flag file (JSON or YAML), an http(s):// URL, or etcd://HOST:PORT[,HOST:PORT...]/PREFIX "
+                            "(repeat for several; later ones win on a key)")
+    serve.add_argument("--etcd-user", metavar="USER", help="etcd user for etcd:// sources (with --etcd-password-file)")
+    serve.add_argument("--etcd-password-file", metavar="FILE", help="file holding the etcd user's password")
+    serve.add_argument("--etcd-ca", metavar="FILE", help="CA certificate(s) to verify etcd with (switches etcd to https)")
+    serve.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd (with --etcd-key)")
+    serve.add_argument("--etcd-key", metavar="FILE", help="key of the etcd client certificate")
     serve.add_argument("--context-value", "-X", action="append", metavar="KEY=VALUE",
                        help="add KEY to every evaluation context (repeatable; a request's own value wins), e.g. host=%%H")
     serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between fetches of an http(s) source (default 5)")
@@ -204,7 +210,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "fractional": args.fractional,
             "invalid_flags": args.invalid_flags,
             "read_only": args.read_only,
-            "write_to": os.path.abspath(args.write_to) if args.write_to else None,
+            "write_to": (args.write_to if is_remote(args.write_to) else os.path.abspath(args.write_to))
+            if args.write_to else None,
             "allow_write": tuple(args.allow_write) if args.allow_write else None,
             "allow_write_group": tuple(args.allow_write_group) if args.allow_write_group else None,
             "log_format": args.log_format,
@@ -213,13 +220,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "poll_interval": args.poll_interval,
             "context_values": tuple(args.context_value) if args.context_value else None,
             "state_dir": os.path.abspath(args.state_dir) if args.state_dir else None,
+            "etcd_user": args.etcd_user,
+            **{name: os.path.abspath(value) if value else None
+               for name in ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
+               for value in [getattr(args, name)]},
         }
         config = build_config(file_settings, cli)
     except StartupError as exc:
         print(f"flagsock serve: {exc}", file=sys.stderr)
         return 2
     if not config.flags:
-        print("flagsock serve: no flag files: pass --flags PATH (or flags = [...] in --config)", file=sys.stderr)
+        print("flagsock serve: no flag files: pass --flags PATH or --flags etcd://HOST:PORT/PREFIX "
+              "(or flags = [...] in --config)", file=sys.stderr)
         return 2
     logs.configure_logging(config.log_format, config.log_level)
     raise_open_file_limit(config.max_connections)
