@@ -131,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH")
     validate.add_argument("--fractional", choices=FRACTIONAL_VERSIONS, default="v2", help="as for serve (default v2)")
 
+    publish = sub.add_parser("publish", help="validate a flag file and write it into an etcd prefix",
+                             description="Validate FILE and write its flags into the etcd prefix in one transaction "
+                                         "(exit 0; 1 with one line per problem and nothing written; 3 etcd unreachable).")
+    publish.add_argument("file", metavar="FILE")
+    publish.add_argument("--to", required=True, metavar="etcd://HOST:PORT[,HOST:PORT...]/PREFIX")
+    publish.add_argument("--prune", action="store_true", help="also delete the flags the file no longer has")
+    publish.add_argument("--fractional", choices=FRACTIONAL_VERSIONS, default="v2")
+    publish.add_argument("--etcd-user", metavar="USER")
+    publish.add_argument("--etcd-password-file", metavar="FILE")
+    publish.add_argument("--etcd-ca", metavar="FILE")
+    publish.add_argument("--etcd-cert", metavar="FILE")
+    publish.add_argument("--etcd-key", metavar="FILE")
+
     def client(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description or help)
         p.add_argument("--socket", metavar="PATH", help="the agent's socket")
@@ -257,6 +270,12 @@ def raise_open_file_limit(max_connections: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
         except (ValueError, OSError):
             pass
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from agent.cli.publish import run
+
+    return run(args)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -406,6 +425,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 COMMANDS = {
     "serve": cmd_serve,
     "validate": cmd_validate,
+    "publish": _publish,
     "get": cmd_get,
     "flags": cmd_flags,
     "health": cmd_simple("health"),

@@ -46,6 +46,9 @@ from agent.sources.files import parse_source
 
 log = logging.getLogger("flagsock.etcd")
 
+#: How long the first listing may hold up readiness (not serving: the socket answers before).
+FIRST_LISTING_SECONDS = 2.0
+
 
 class NotReady(EtcdError):
     """The source has not listed its prefix yet (etcd unreachable since start)."""
@@ -133,25 +136,38 @@ class EtcdSource:
         return f"{self.name}: {message} (since {_clock(since)} UTC; serving {served} from memory)"
 
     async def watch(self, changed: Changed, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> Any:
-        """List and follow the prefix until cancelled (started at once: etcd never holds up start)."""
+        """List and follow the prefix until cancelled.
+
+        The socket already answers (from the kept version, or empty): etcd never holds up
+        serving. Readiness (``task_status.started``) waits a short while for the first listing
+        to be served, so READY=1 usually means current; an unreachable etcd does not delay it
+        longer than :data:`FIRST_LISTING_SECONDS`.
+        """
         async with EtcdGateway(self.settings) as gateway, trio.open_nursery() as nursery:
             self._gateway = gateway
             dirty = _Flag()
-            nursery.start_soon(self._tell_store, dirty, changed)
+            served = trio.Event()
+            nursery.start_soon(self._tell_store, dirty, changed, served)
+            nursery.start_soon(self._list_and_follow, gateway, dirty)
+            with trio.move_on_after(FIRST_LISTING_SECONDS):
+                await served.wait()
             task_status.started()
-            backoff = Backoff()
-            while True:
-                try:
-                    listing = await gateway.range_prefix(self.location.prefix)
-                except (EndpointDown, EtcdUnavailable, EtcdRequestError) as exc:
-                    self._set_trouble(exc, dirty)
-                    await backoff.wait()
-                    continue
-                backoff.reset()
-                self.fetched_at = time.time()
-                self._set_version(Version.listed(listing.kvs), dirty)
-                self._set_trouble(None, dirty)
-                await self._follow(gateway, listing.revision + 1, dirty, backoff)
+
+    async def _list_and_follow(self, gateway: EtcdGateway, dirty: "_Flag") -> None:
+        """List the prefix, follow it from the next revision; list again whenever following stops."""
+        backoff = Backoff()
+        while True:
+            try:
+                listing = await gateway.range_prefix(self.location.prefix)
+            except (EndpointDown, EtcdUnavailable, EtcdRequestError) as exc:
+                self._set_trouble(exc, dirty)
+                await backoff.wait()
+                continue
+            backoff.reset()
+            self.fetched_at = time.time()
+            self._set_version(Version.listed(listing.kvs), dirty)
+            self._set_trouble(None, dirty)
+            await self._follow(gateway, listing.revision + 1, dirty, backoff)
 
     async def _follow(self, gateway: EtcdGateway, start: int, dirty: "_Flag", backoff: Backoff) -> None:
         """Follow from ``start`` until the watch cannot go on; the caller lists again."""
@@ -199,12 +215,14 @@ class EtcdSource:
         self._advanced.set()
         self._advanced = trio.Event()
 
-    async def _tell_store(self, dirty: "_Flag", changed: Changed) -> None:
+    async def _tell_store(self, dirty: "_Flag", changed: Changed, served: trio.Event) -> None:
         """One load per burst: whatever changed while the store was loading makes the next load."""
         while True:
             await dirty.wait()
             why = f"etcd revision {self.version.revision}" if self.version is not None else "etcd state"
             await changed(why)
+            if self.version is not None or self._trouble is not None:
+                served.set()
 
     # -- writing ------------------------------------------------------------------------------
 
