@@ -85,14 +85,14 @@ def test_garbage_answer_returns_the_default(peer, socket_path: str) -> None:
     peer(lambda req: b"this is not json\n")
     with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT) as c:
         d = c.evaluate("f", default="fallback")
-    assert (d.value, d.reason, d.error_code) == ("fallback", "ERROR", "GENERAL")
+    assert (d.value, d.reason, d.error_code) == ("fallback", "ERROR", "UNINTELLIGIBLE")
 
 
 def test_answer_with_another_id_drops_the_connection(peer, socket_path: str) -> None:
     p = peer(lambda req: ok({"id": "not yours"}, {"key": "f", "value": True, "reason": "STATIC"}))
     with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT) as c:
-        assert c.evaluate("f", default="fallback").error_code == "GENERAL"
-        assert c.evaluate("f", default="fallback").error_code == "GENERAL"
+        assert c.evaluate("f", default="fallback").error_code == "UNINTELLIGIBLE"
+        assert c.evaluate("f", default="fallback").error_code == "UNINTELLIGIBLE"
     assert p.connections == 2  # the mismatched connection was not reused
 
 
