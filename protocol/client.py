@@ -23,6 +23,12 @@ different readers, only one of them tested. The reader here follows the same rul
 blank lines skipped, the same ``\\r`` tolerated, the same limit), and flagsock's own tests
 feed both the same byte streams, cut at random places, and require the same lines out.
 
+Inside, each part does one job: :class:`_LineReader` frames, :class:`_Conn` is one socket with
+its deadline, :class:`_Pool` lends request connections and backs off, :class:`_Cache` keeps
+results and their generations, :class:`_EventStreams` subscribes and :class:`_Follower` is the
+background thread. :class:`FlagClient` composes them; :func:`call` and :func:`subscribe` need
+only a :class:`_Conn`.
+
 What to expect:
 
 * **Never raises on the flag path.** :meth:`FlagClient.evaluate`, :meth:`FlagClient.is_enabled`
@@ -40,8 +46,9 @@ What to expect:
   - ``GENERAL`` (also client side): the call timed out, or the connection broke (twice, if the
     first was a pooled one).
   - ``UNINTELLIGIBLE`` (client side): the agent cannot be understood. Its answer was not UTF-8
-    JSON, was nested too deeply to decode, was longer than ``max_line_bytes`` (1 MiB by
-    default), or was not a valid answer to the request.
+    JSON, was longer than ``max_line_bytes`` (1 MiB by default), nested deeper than
+    :data:`MAX_DEPTH` (256) or than the caller's stack allows to decode, or was not a valid
+    answer to the request. Never a ``RecursionError``.
   - any other wire code (``BUSY``, ``INTERNAL``...): the agent refused the request. An agent at
     its connection limit answers ``BUSY`` and closes; the client reports ``BUSY`` even when the
     agent closed before the request was written.
@@ -89,7 +96,6 @@ What to expect:
 
 from __future__ import annotations
 
-import errno
 import itertools
 import json
 import logging
@@ -581,7 +587,8 @@ def _exchange(conn: _Conn, line: bytes, rid: Any, deadline: float) -> dict[str, 
             conn.reusable = False  # refused before reading, such as BUSY: the agent closes it
             raise AgentRefused(*_error_fields(msg.get("error")))
         if got.__class__ is not rid.__class__ or got != rid:
-            raise AgentUnintelligible(f"it answered id {_describe(got)} to request {rid!r}")
+            said = "without an id" if got is _NO_VALUE else f"with id {_describe(got)}"
+            raise AgentUnintelligible(f"it answered request {rid!r} {said}")
         if ok is True:
             result = msg.get("result")
             if result.__class__ is dict:
@@ -600,8 +607,6 @@ def _why(exc: OSError) -> str:
         return "connection refused (nothing is listening; is the agent running?)"
     if isinstance(exc, PermissionError):
         return "permission denied (the socket's mode and group say who may connect)"
-    if exc.errno == errno.EPIPE:
-        return "broken pipe"
     return exc.strerror or str(exc)
 
 
@@ -706,9 +711,10 @@ def subscribe(
         AgentUnreachable: no connection, no answer in time, or the connection ended.
         AgentUnintelligible: the agent sent something that cannot be understood.
     """
-    conn = _Conn.open(socket_path(path), time.monotonic() + timeout, max_line_bytes)
+    deadline = time.monotonic() + timeout
+    conn = _Conn.open(socket_path(path), deadline, max_line_bytes)
     try:
-        yield _subscribed(conn, time.monotonic() + timeout)
+        yield _subscribed(conn, deadline)
         yield from _events_on(conn)
     except _Lost as exc:
         raise exc.public() from None
@@ -915,12 +921,13 @@ class _EventStreams:
             conn = None
             reason = "the subscription ended"
             try:
-                conn = _Conn.open(self.path, time.monotonic() + self.timeout, self.max_line_bytes)
+                deadline = time.monotonic() + self.timeout
+                conn = _Conn.open(self.path, deadline, self.max_line_bytes)
                 with self._lock:
                     self._open.add(conn)
                 if self._closed.is_set():
                     return
-                subscribed = _subscribed(conn, time.monotonic() + self.timeout)
+                subscribed = _subscribed(conn, deadline)
                 backoff = 0.0
                 lost_at = None
                 yield subscribed
