@@ -1,0 +1,249 @@
+"""``flagsock serve``: the composition root. Read the settings once, build each stage with only
+what it needs, wire them together, serve, and stop gracefully.
+
+Start-up order matters to systemd and to tests: every setting that can be wrong is checked
+(:func:`plan`, raising :class:`StartupError`) before a flag is read or a socket is bound; the
+first snapshot is loaded (or its failure recorded) before the socket is served; READY=1 and
+``task_status.started`` come only once every frontend accepts and every source is watched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from agent import __version__
+from agent.config import ServeConfig, is_remote, parse_context_value
+from agent.frontends.access import WriteAccess
+from agent.frontends.ndjson.server import Server
+from agent.frontends.service import Service
+from agent.host import systemd
+from agent.host.accounts import group_id, user_id
+from agent.host.listener import BoundSocket, bind_unix, check_socket_path
+from agent.sources.base import LoadOptions, Source
+from agent.host.errors import StartupError
+from agent.sources.files import FileSource
+from agent.sources.http import HttpSource, is_http
+from agent.store.reloader import Reloader
+from agent.store.store import Store
+from agent.writes.durable import remove_stale_temps, why_not_writable
+from agent.writes.writer import Writer
+
+log = logging.getLogger("flagsock")
+
+
+@attrs.frozen
+class Plan:
+    """Everything the settings resolve to, found before anything is bound or loaded."""
+
+    write_uids: frozenset[int]
+    write_gids: frozenset[int]
+    socket_gid: int | None
+    #: The file that takes writes, or None with ``read_only_reason``.
+    write_target: str | None
+    read_only_reason: str
+
+
+def plan(config: ServeConfig, *, binds: bool) -> Plan:
+    """Resolve users, groups and the write target; check the socket can be made (``binds``: no
+    socket was inherited). Raises StartupError naming the setting."""
+    if binds:
+        check_socket_path(config.socket)
+    uids = frozenset(user_id(u, "--allow-write") for u in config.allow_write)
+    gids = frozenset(group_id(g, "--allow-write-group") for g in config.allow_write_group)
+    socket_gid = group_id(config.socket_group, "--socket-group") if config.socket_group else None
+    target, reason = choose_write_target(config)
+    return Plan(uids, gids, socket_gid, target, reason)
+
+
+def choose_write_target(config: ServeConfig) -> tuple[str | None, str]:
+    """The file that takes writes, or None and why there is none."""
+    if config.read_only:
+        return None, "this agent was started with --read-only"
+    files = [p for p in config.flags if not is_remote(p)]  # as the store names them
+    remote = [p for p in config.flags if is_remote(p)]
+    if config.write_to:
+        wanted = os.path.abspath(config.write_to)
+        matching = [p for p in files if os.path.abspath(p) == wanted]
+        if not matching:  # build_config refuses this; a config built by hand may still hold it
+            return None, f"--write-to {config.write_to} is not one of the flag files this agent serves"
+        target = matching[-1]
+    elif len(files) == 1:
+        target = files[0]
+    elif not files:
+        if remote:
+            return None, f"{remote[0]} {HttpSource.read_only_reason}, and this agent serves no flag file"
+        return None, "this agent serves no flag file"
+    else:
+        return None, (f"this agent serves {len(files)} flag files and was not told which one takes writes; "
+                      "restart it with --write-to PATH")
+    reason = why_not_writable(target)
+    if reason:
+        return None, reason
+    return target, ""
+
+
+@attrs.define
+class Running:
+    """A serving agent, as handed to ``task_status.started``: tests and the CLI drive it."""
+
+    service: Service
+    server: Server
+    bound: BoundSocket
+    _stop: trio.Event
+
+    @property
+    def socket_path(self) -> str | None:
+        return self.bound.path
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def status_line(store: Store) -> str:
+    snap = store.snapshot
+    text = f"serving revision {snap.revision}, {len(snap.flags)} flags"
+    if store.last_error is not None:
+        text += f"; last error: {store.last_error.message}"
+    return text[:400]
+
+
+def open_listener(config: ServeConfig, inherited: list[Any], socket_gid: int | None) -> BoundSocket:
+    if inherited:
+        if len(inherited) > 1:
+            log.warning("systemd passed %d sockets; serving the first", len(inherited))
+        sock = inherited[0]
+        try:
+            path = sock.getsockname() or None
+        except OSError:
+            path = None
+        log.info("serving on the socket systemd passed in (%s)", path or "unnamed")
+        return BoundSocket(sock=sock, path=path if isinstance(path, str) else None, owned=False)
+    return bind_unix(config.socket, mode=config.socket_mode, gid=socket_gid)
+
+
+def build_sources(config: ServeConfig, *, watch: Any = None, poll_seconds: float | None = None) -> list[Source]:
+    """One source per ``--flags`` value, in merge order: a URL or a file."""
+    extra = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
+    sources: list[Source] = []
+    for name in config.flags:
+        if is_http(name):
+            sources.append(HttpSource(name, poll_interval=config.poll_interval, state_dir=config.state_dir))
+        elif is_remote(name):
+            raise StartupError(f"--flags {name}: unknown kind of source; give a file path or an http(s):// URL")
+        else:
+            sources.append(FileSource(name, watch=watch, **extra))
+    return sources
+
+
+def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: str | None) -> Writer | None:
+    if target is None:
+        return None
+    for name in remove_stale_temps(target):
+        log.info("removed %s, a temporary file an interrupted write left behind", name)
+    log.info("set and delete change %s", target)
+    return Writer(store, reloader, target, fractional=config.fractional)
+
+
+async def run_agent(
+    config: ServeConfig,
+    *,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+    watch: Any = None,
+    handle_signals: bool = True,
+    notifier: Any = None,
+    inherited: list[Any] | None = None,
+    poll_seconds: float | None = None,
+) -> None:
+    """Serve ``config`` until SIGTERM/SIGINT (or :meth:`Running.stop`).
+
+    Raises:
+        StartupError: a setting or the host's state does not allow starting (nothing was bound).
+
+    Resource handling: owns the listening socket; a socket file it created is removed on exit,
+    an inherited one is left alone.
+    """
+    if inherited is None:
+        inherited = systemd.inherited_sockets()
+    settings = plan(config, binds=not inherited)
+    sources = build_sources(config, watch=watch, poll_seconds=poll_seconds)
+    if notifier is None:
+        notifier = systemd.Notifier.from_environment()
+    store = Store([s.name for s in sources], subscriber_queue=config.subscriber_queue)
+    reloader = Reloader(store, sources, LoadOptions(fractional=config.fractional, invalid_flags=config.invalid_flags))
+    if settings.write_target is None:
+        log.info("set and delete are off: %s", settings.read_only_reason)
+    stop = trio.Event()
+    # Handlers go in first: a SIGTERM that arrives while the flags load, or the moment the socket
+    # answers, must stop the agent gracefully, not kill it. Signals queue until read below.
+    signals_cm = (trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+                  if handle_signals else contextlib.nullcontext())
+    with signals_cm as signals:
+        first = await reloader.reload("start")
+        if first.errors:
+            log.warning("started without some flags: %s", "; ".join(first.errors))
+        bound = open_listener(config, inherited, settings.socket_gid)
+        try:
+            service = Service(
+                store=store, reloader=reloader, version=__version__,
+                access=WriteAccess(settings.write_uids, settings.write_gids),
+                writer=build_writer(store, reloader, config, settings.write_target),
+                read_only_reason=settings.read_only_reason,
+                context_values=dict(parse_context_value(v) for v in config.context_values),
+            )
+            server = Server(service, bound.sock, max_connections=config.max_connections,
+                            max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)
+            reloader.on_reload.append(lambda result: notifier.status(status_line(store)))
+            async with trio.open_nursery() as nursery:
+                if signals is not None:
+                    nursery.start_soon(_handle_signals, signals, reloader, notifier, store, stop)
+                await nursery.start(server.serve)
+                await _watch_sources(nursery, sources, reloader)
+                await nursery.start(systemd.run_watchdog, notifier)
+                log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",
+                         status_line(store))
+                notifier.ready(status_line(store))
+                task_status.started(Running(service, server, bound, stop))
+                await stop.wait()
+                notifier.stopping()
+                log.info("stopping: no new connections; %d open get %.1f s to finish",
+                         server.connection_count, config.shutdown_timeout)
+                server.shutdown()
+                store.close_subscribers()
+                with trio.move_on_after(config.shutdown_timeout):
+                    await server.wait_connections_closed()
+                nursery.cancel_scope.cancel()
+        finally:
+            bound.cleanup()
+            if bound.owned:
+                bound.sock.close()
+    log.info("stopped")
+
+
+async def _watch_sources(nursery: trio.Nursery, sources: Sequence[Source], reloader: Reloader) -> None:
+    async def changed(why: str) -> None:
+        await reloader.reload(why)
+
+    for source in sources:
+        await nursery.start(source.watch, changed)
+
+
+async def _handle_signals(signals: Any, reloader: Reloader, notifier: Any, store: Store, stop: trio.Event) -> None:
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            log.info("SIGHUP: reloading flag sources")
+            notifier.reloading()
+            result = await reloader.reload("SIGHUP")
+            notifier.ready(status_line(store))
+            if result.errors:
+                log.warning("reload on SIGHUP kept revision %d: %s", result.revision, "; ".join(result.errors))
+        else:
+            log.info("%s: shutting down", signal.Signals(signum).name)
+            stop.set()
