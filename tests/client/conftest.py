@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from .hostile import Handler, HostilePeer
+
 READY_DEADLINE_S = 15.0
 
 FLAGS: dict[str, Any] = {
@@ -149,6 +151,21 @@ def _running_agent(workdir: Path, socket_path: str, args: Sequence[str] = ()) ->
 @pytest.fixture
 def socket_path(tmp_path: Path) -> Iterator[str]:
     yield from _short_socket_path(tmp_path)
+
+
+@pytest.fixture
+def peer(socket_path: str) -> Iterator[Callable[[Handler], HostilePeer]]:
+    """Start a scripted peer in the agent's place: ``peer(handler)`` (see tests/client/hostile.py)."""
+    peers: list[HostilePeer] = []
+
+    def start(handler: Handler) -> HostilePeer:
+        p = HostilePeer(socket_path, handler)
+        peers.append(p)
+        return p
+
+    yield start
+    for p in peers:
+        p.close()
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +29,8 @@ import pytest
 from protocol import client as fc
 from protocol.client import FlagClient
 
-from .conftest import Agent, _running_agent, wait_for
-from .hostile import HostilePeer, Link, answer, answers, nested, refusal
+from .conftest import Agent, _running_agent, _short_socket_path, wait_for
+from .hostile import Link, answer, answers, nested, refusal
 
 # Generous, so that a busy test machine does not turn an answer into a timeout.
 LOADED_MACHINE_TIMEOUT = 4.0
@@ -47,20 +46,6 @@ SMALL_LIMIT = 64 << 10
 ENTRY_POINTS = ("evaluate", "request", "call")
 
 EVALUATE_RESULT = {"key": "f", "value": True, "variant": "on", "reason": "STATIC", "metadata": {}, "revision": 1}
-
-
-@pytest.fixture
-def peer(socket_path: str) -> Iterator[Callable[[Callable[[Link], None]], HostilePeer]]:
-    peers: list[HostilePeer] = []
-
-    def start(handler: Callable[[Link], None]) -> HostilePeer:
-        p = HostilePeer(socket_path, handler)
-        peers.append(p)
-        return p
-
-    yield start
-    for p in peers:
-        p.close()
 
 
 def ask(entry: str, path: str, timeout: float = LOADED_MACHINE_TIMEOUT, **options: Any) -> tuple[str, str, str]:
@@ -446,15 +431,17 @@ def test_busy_then_close_is_reported_as_busy(peer, socket_path: str, entry: str,
     assert "limit of 1 connections" in message
 
 
-@pytest.fixture
-def crowded(tmp_path: Path, socket_path: str) -> Iterator[Agent]:
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     """A real agent at its limit of one connection, which this fixture holds."""
-    for agent in _running_agent(tmp_path, socket_path, ["--max-connections", "1"]):
-        # The start-up check's own connection may not have been counted out yet: until it is,
-        # the holder is refused too.
-        holder = wait_for(lambda: hold_a_connection(socket_path), what="the agent to accept the holder")
-        with holder:
-            yield agent
+    workdir = tmp_path_factory.mktemp("crowded")
+    for path in _short_socket_path(workdir):
+        for agent in _running_agent(workdir, path, ["--max-connections", "1"]):
+            # The start-up check's own connection may not have been counted out yet: until it
+            # is, the holder is refused too.
+            holder = wait_for(lambda: hold_a_connection(path), what="the agent to accept the holder")
+            with holder:
+                yield agent
 
 
 def hold_a_connection(path: str) -> socket.socket | None:
