@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from agent.engine.rules.fractional import VERSIONS as FRACTIONAL_VERSIONS
 from agent.host.errors import StartupError
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE
 from protocol.framing import DEFAULT_MAX_LINE_BYTES
@@ -44,7 +45,7 @@ class ServeConfig:
     socket_group: str | None = None
     max_connections: int = attrs.field(default=1024, validator=_positive)
     max_line_bytes: int = attrs.field(default=DEFAULT_MAX_LINE_BYTES, validator=_positive)
-    fractional: str = attrs.field(default="v2", validator=_one_of("v2", "v3"))
+    fractional: str = attrs.field(default="v2", validator=_one_of(*FRACTIONAL_VERSIONS))
     invalid_flags: str = attrs.field(default="reject", validator=_one_of("reject", "isolate"))
     read_only: bool = False
     write_to: str | None = None

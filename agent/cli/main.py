@@ -17,6 +17,8 @@ from agent import __version__
 from protocol.messages import VALUE_TYPES
 from agent.cli.transport import CliError, events, request, socket_path
 
+#: agent.engine.rules.fractional.VERSIONS, spelt out: importing the engine would slow every client command.
+FRACTIONAL_VERSIONS = ("v1", "v2", "v3")
 EPILOG = """exit status: 0 ok, 1 refused or invalid, 2 bad usage or configuration, 3 agent unreachable.
 client commands find the agent with --socket, else $FLAGSOCK_SOCKET, else /run/flagsock/flagsock.sock.
 docs: README.md and docs/protocol.md"""
@@ -106,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--socket-group", metavar="GROUP", help="group of the socket file")
     serve.add_argument("--max-connections", type=_positive_int, metavar="N", help="connections served at once (default 1024); more get BUSY")
     serve.add_argument("--max-line-bytes", type=_positive_int, metavar="N", help="longest request line (default 1048576)")
-    serve.add_argument("--fractional", choices=["v2", "v3"], help="fractional bucketing version (default v2)")
+    serve.add_argument("--fractional", choices=FRACTIONAL_VERSIONS, help="fractional bucketing: v2 as flagd "
+                       "since v0.15 (default), v1 as flagd up to v0.14, v3 as openfeature-flagd-core 2.x")
     serve.add_argument("--invalid-flags", choices=["reject", "isolate"],
                        help="reject: a file with a broken flag is refused whole (default); isolate: broken flags answer PARSE_ERROR")
     serve.add_argument("--read-only", action="store_const", const=True, help="refuse set and delete")
@@ -120,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check flag files offline",
                               description="Check flag files without an agent. Exit 0 when all are valid, else 1 with one line per problem.")
     validate.add_argument("paths", nargs="+", metavar="PATH")
-    validate.add_argument("--fractional", choices=["v2", "v3"], default="v2")
+    validate.add_argument("--fractional", choices=FRACTIONAL_VERSIONS, default="v2", help="as for serve (default v2)")
 
     def client(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description or help)
