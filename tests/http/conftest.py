@@ -30,6 +30,7 @@ class Served:
     port: int
     unix_path: str
     running: Any = None
+    flag_file: Any = None
 
     @property
     def url(self) -> str:
