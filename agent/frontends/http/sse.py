@@ -83,7 +83,10 @@ class EventStream:
         self.open_streams += 1
         try:
             sent = store.snapshot.revision
-            hello = b"retry: %d\n: flagsock change stream, revision %d\n\n" % (self.retry_ms, sent)
+            # The hello's id sets where the client stands (SSE keeps an id even without data),
+            # so a reconnect after a quiet spell replays nothing.
+            hello = b"retry: %d\nid: %s\n: flagsock change stream, revision %d\n\n" % (
+                self.retry_ms, self.event_id(sent).encode(), sent)
             if last_id is not None and last_id.strip() != self.event_id(sent):
                 hello += self._event(flag_set)
             await sink.send(hello)
