@@ -58,13 +58,17 @@ class ServeConfig:
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Events a subscriber may leave unread before it is disconnected.
     subscriber_queue: int = attrs.field(default=256, validator=_positive)
+    #: HTTP listeners (``unix:PATH`` or ``HOST:PORT``): OFREP, its SSE stream and the probes.
+    http: tuple[str, ...] = ()
+    #: Allow an HTTP host that is not loopback.
+    http_allow_remote: bool = False
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
-_TUPLES = {"flags", "allow_write", "allow_write_group"}
+_TUPLES = {"flags", "allow_write", "allow_write_group", "http"}
 _INTS = {"max_connections", "max_line_bytes", "subscriber_queue"}
 _FLOATS = {"shutdown_timeout", "send_timeout"}
-_BOOLS = {"read_only"}
+_BOOLS = {"read_only", "http_allow_remote"}
 
 
 def parse_mode(text: str | int) -> int:
@@ -147,6 +151,13 @@ def build_config(file_settings: Mapping[str, Any], cli_settings: Mapping[str, An
         config = ServeConfig(**merged)
     except TypeError as exc:  # only reachable through a programming error in the CLI
         raise ConfigError(str(exc)) from None
+    from .frontends.http.address import HttpAddressError, check_http_address
+
+    for address in config.http:
+        try:
+            check_http_address(address, allow_remote=config.http_allow_remote)
+        except HttpAddressError as exc:
+            raise ConfigError(str(exc)) from None
     if config.write_to and os.path.abspath(config.write_to) not in {os.path.abspath(p) for p in config.flags}:
         raise ConfigError(f"write-to {config.write_to} is not one of the flag files "
                           f"({', '.join(config.flags) or 'none given'}); it must name one of them")

@@ -18,6 +18,8 @@ import trio
 from . import __version__
 from .app import App
 from .config import ServeConfig
+from .frontends.http import (HttpLimits, HttpServer, SharedConnectionLimit, bind_tcp, build_router,
+                             check_http_address)
 from .listener import BoundSocket, ListenerError, bind_unix
 from .loader import LoadOptions
 from .reloader import Reloader
@@ -37,6 +39,8 @@ class Running:
     server: Server
     bound: BoundSocket
     _stop: trio.Event
+    #: The HTTP frontends (``--http``), in the order given, with what each is bound to.
+    http: list[HttpListener] = attrs.Factory(list)
 
     @property
     def socket_path(self) -> str | None:
@@ -44,6 +48,54 @@ class Running:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+@attrs.define
+class HttpListener:
+    """One ``--http`` address served: its server and socket (``port`` for TCP, ``path`` for Unix)."""
+
+    server: HttpServer
+    sock: Any
+    bound: BoundSocket | None = None
+    port: int | None = None
+
+    @property
+    def path(self) -> str | None:
+        return self.bound.path if self.bound is not None else None
+
+    def close(self) -> None:
+        if self.bound is not None:
+            self.bound.cleanup()
+        self.sock.close()
+
+
+def open_http_listeners(config: ServeConfig, app: App) -> list[HttpListener]:
+    """Bind every ``--http`` address (already checked by build_config) and build its server.
+
+    Resource handling: on failure the sockets bound so far are closed before the error leaves.
+    """
+    listeners: list[HttpListener] = []
+    if not config.http:
+        return listeners
+    router = build_router(app)
+    shared = SharedConnectionLimit(app.stats, config.max_connections)
+    limits = HttpLimits(send_timeout=config.send_timeout)
+    try:
+        for text in config.http:
+            address = check_http_address(text, allow_remote=config.http_allow_remote)
+            if address.path is not None:
+                bound = bind_unix(address.path, mode=config.socket_mode, group=config.socket_group)
+                sock, port = bound.sock, None
+            else:
+                bound, sock = None, bind_tcp(address.host, address.port)
+                port = sock.getsockname()[1]
+            server = HttpServer(router, sock, limits=limits, connections=shared, server_header=f"flagsock/{__version__}")
+            listeners.append(HttpListener(server, sock, bound, port))
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
 
 
 def status_line(store: Store) -> str:
@@ -103,9 +155,11 @@ async def run_agent(
         if first.errors:
             log.warning("started without some flags: %s", "; ".join(first.errors))
         bound = open_listener(config, inherited)
+        http: list[HttpListener] = []
         try:
             app = App(config, store, reloader, version=__version__)
             attach_writer(app, config)
+            http = open_http_listeners(config, app)
             server = Server(app, bound.sock, max_connections=config.max_connections,
                             max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)
             reloader.on_reload.append(lambda result: notifier.status(status_line(store)))
@@ -116,23 +170,32 @@ async def run_agent(
                 if signals is not None:
                     nursery.start_soon(_handle_signals, signals, reloader, notifier, store, stop)
                 await nursery.start(server.serve)
+                for listener in http:
+                    await nursery.start(listener.server.serve)
+                    log.info("serving HTTP (OFREP, SSE, probes) on %s", listener.path or f"port {listener.port}")
                 if config.flags:
                     await nursery.start(watcher.run)
                 await nursery.start(systemd.run_watchdog, notifier)
                 log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",
                          status_line(store))
                 notifier.ready(status_line(store))
-                task_status.started(Running(app, server, bound, stop))
+                task_status.started(Running(app, server, bound, stop, http))
                 await stop.wait()
                 notifier.stopping()
                 log.info("stopping: no new connections; %d open get %.1f s to finish",
                          server.connection_count, config.shutdown_timeout)
                 server.shutdown()
+                for listener in http:
+                    listener.server.shutdown()
                 store.close_subscribers()
                 with trio.move_on_after(config.shutdown_timeout):
                     await server.wait_connections_closed()
+                    for listener in http:
+                        await listener.server.wait_connections_closed()
                 nursery.cancel_scope.cancel()
         finally:
+            for listener in http:
+                listener.close()
             bound.cleanup()
             if bound.owned:
                 bound.sock.close()

@@ -69,12 +69,14 @@ def http_server(nursery, sock_dir):
 
 
 @pytest.fixture
-def http_agent(start_agent, http_server):
-    async def start(flag_files: list[os.PathLike[str] | str], *, limits: HttpLimits = HttpLimits(),
-                    keepalive: float = 15.0, **settings: Any) -> Served:
-        running = await start_agent(flag_files, **settings)
-        served = await http_server(running.app, limits=limits, keepalive=keepalive)
-        served.running = running
-        return served
+def http_agent(start_agent, sock_dir):
+    """A real agent started by the daemon with ``--http 127.0.0.1:0 --http unix:SOCK_DIR/http.sock``."""
+
+    async def start(flag_files: list[os.PathLike[str] | str], **settings: Any) -> Served:
+        unix_path = str(sock_dir / "http.sock")
+        running = await start_agent(flag_files, http=("127.0.0.1:0", f"unix:{unix_path}"), **settings)
+        tcp, unix = running.http
+        assert unix.path == unix_path
+        return Served(running.app, tcp.server, unix.server, tcp.port, unix_path, running)
 
     return start

@@ -18,12 +18,12 @@ from .address import HttpAddress, HttpAddressError, bind_tcp, check_http_address
 from .ofrep import EVENTS_PATH, Ofrep
 from .probes import Probes
 from .routing import Request, Response, Router, StreamResponse
-from .server import ConnectionLimit, HttpLimits, HttpServer
+from .server import ConnectionLimit, HttpLimits, HttpServer, SharedConnectionLimit
 from .sse import EventStream
 
 __all__ = [
     "HttpAddress", "HttpAddressError", "bind_tcp", "check_http_address", "parse_http_address",
-    "ConnectionLimit", "HttpLimits", "HttpServer", "Router", "Request", "Response", "StreamResponse",
+    "ConnectionLimit", "SharedConnectionLimit", "HttpLimits", "HttpServer", "Router", "Request", "Response", "StreamResponse",
     "build_router",
 ]
 

@@ -75,6 +75,31 @@ class ConnectionLimit:
         self.open -= 1
 
 
+class SharedConnectionLimit:
+    """The NDJSON server's cap, shared: both count against ``stats.connections_open``.
+
+    Args:
+        stats: the agent's counters (``connections_open``, ``connections_total``, ``connections_refused``).
+        limit: ``--max-connections``.
+    """
+
+    def __init__(self, stats: Any, limit: int) -> None:
+        self.stats = stats
+        self.limit = limit
+
+    def try_acquire(self, peer: Any) -> bool:
+        stats = self.stats
+        if stats.connections_open >= self.limit:
+            stats.connections_refused += 1
+            return False
+        stats.connections_open += 1
+        stats.connections_total += 1
+        return True
+
+    def release(self) -> None:
+        self.stats.connections_open -= 1
+
+
 @attrs.frozen
 class TcpPeer:
     host: str
@@ -506,4 +531,4 @@ async def _close(stream: trio.SocketStream) -> None:
         pass
 
 
-__all__ = ["HttpLimits", "HttpServer", "ConnectionLimit", "TcpPeer", "JSON"]
+__all__ = ["HttpLimits", "HttpServer", "ConnectionLimit", "SharedConnectionLimit", "TcpPeer", "JSON"]
