@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUN := .run
 SOCKET ?= ./flagsock.sock
 
-.PHONY: serve test bench bench-engine bench-client soak clean lint
+.PHONY: serve test lint bench bench-engine bench-client bench-events soak clean
 
 # editable_mode=compat: the checkout goes on sys.path through a .pth file; the default
 # import-hook finder would cost every start of the agent 20 ms.
@@ -15,14 +16,21 @@ $(STAMP): pyproject.toml
 		--config-settings editable_mode=compat
 	touch $(STAMP)
 
-## serve: run the agent on examples/ with the socket ./flagsock.sock (Ctrl-C stops it)
+## serve: run the agent on a scratch copy of examples/ (in .run/, ignored by git), socket ./flagsock.sock
 serve: $(STAMP)
-	$(BIN)/flagsock serve --flags examples/flags.json --flags examples/targeting.flagd.json \
-		--write-to examples/flags.json --socket $(SOCKET)
+	mkdir -p $(RUN)
+	cp -n examples/*.json $(RUN)/ 2>/dev/null || true
+	$(BIN)/flagsock serve --flags $(RUN)/flags.json --flags $(RUN)/targeting.flagd.json \
+		--write-to $(RUN)/flags.json --socket $(SOCKET)
 
-## test: the whole suite
-test: $(STAMP)
+## test: the import contract, lint, then the whole suite
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+## lint: ruff and the layering contract (import-linter)
+lint: $(STAMP)
+	$(BIN)/ruff check agent protocol tests bench
+	$(BIN)/lint-imports
 
 ## bench: the agent against a bare Trio server, figures as ratios (see bench/RESULTS.md)
 bench: $(STAMP)
@@ -34,9 +42,12 @@ bench-engine: $(STAMP)
 bench-client: $(STAMP)
 	$(BIN)/python bench/bench_client.py
 
+bench-events: $(STAMP)
+	$(BIN)/python bench/bench_events.py
+
 ## soak: ten minutes of load with reloads and writes
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info $(SOCKET)
+	rm -rf $(VENV) $(RUN) .pytest_cache .hypothesis *.egg-info $(SOCKET)

@@ -12,12 +12,12 @@ from typing import Any
 
 import attrs
 
+from agent.host.errors import StartupError
+from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE
 from protocol.framing import DEFAULT_MAX_LINE_BYTES
 
-DEFAULT_SOCKET = "/run/flagsock/flagsock.sock"
 
-
-class ConfigError(Exception):
+class ConfigError(StartupError):
     """A setting is missing, unknown or out of range; the message names it."""
 
 
@@ -57,7 +57,7 @@ class ServeConfig:
     #: How long a send may wait on a client that does not read before it is disconnected.
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Events a subscriber may leave unread before it is disconnected.
-    subscriber_queue: int = attrs.field(default=256, validator=_positive)
+    subscriber_queue: int = attrs.field(default=DEFAULT_SUBSCRIBER_QUEUE, validator=_positive)
     #: HTTP listeners (``unix:PATH`` or ``HOST:PORT``): OFREP, its SSE stream and the probes.
     http: tuple[str, ...] = ()
     #: Allow an HTTP host that is not loopback.
@@ -151,7 +151,7 @@ def build_config(file_settings: Mapping[str, Any], cli_settings: Mapping[str, An
         config = ServeConfig(**merged)
     except TypeError as exc:  # only reachable through a programming error in the CLI
         raise ConfigError(str(exc)) from None
-    from .frontends.http.address import HttpAddressError, check_http_address
+    from agent.frontends.http.address import HttpAddressError, check_http_address
 
     for address in config.http:
         try:

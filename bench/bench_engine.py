@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from openfeature.contrib.tools.flagd.core import FlagdCore  # noqa: E402
 from openfeature.evaluation_context import EvaluationContext  # noqa: E402
 
-from agent.evaluation import evaluate  # noqa: E402
-from agent.flagfile import parse_flag_document  # noqa: E402
+from agent.engine.evaluate import evaluate  # noqa: E402
+from agent.engine.formats.document import parse_flag_document  # noqa: E402
 
 VARIANTS = {"red": "red", "green": "green", "blue": "blue", "none": "none"}
 

@@ -36,7 +36,7 @@ def start_agent(nursery, sock_dir):
     """
 
     from agent.config import ServeConfig
-    from agent.run import run_agent
+    from agent.daemon import run_agent
 
     async def start(flag_files, **settings):
         settings.setdefault("socket", str(sock_dir / "agent.sock"))

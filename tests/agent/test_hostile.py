@@ -121,7 +121,7 @@ async def test_a_thousand_simultaneous_connections_are_served(start_agent, seed_
                     answer = await c.request({"op": "evaluate", "flag": "dark_mode", "id": i}, timeout=30)
                     assert answer["id"] == i and answer["result"]["value"] is True
                 nursery.start_soon(ask)
-        assert running.app.stats.connections_open == 1000
+        assert running.service.stats.connections_open == 1000
     finally:
         for c in clients:
             await c.aclose()
@@ -154,7 +154,7 @@ async def test_clients_vanishing_mid_answer_do_no_harm(start_agent, seed_file, c
     async with await LineClient.connect(running.socket_path) as c:
         assert (await c.request({"op": "ping"}))["ok"]
     with trio.fail_after(5):
-        while running.app.stats.connections_open > 0:
+        while running.service.stats.connections_open > 0:
             await trio.sleep(0.01)
     assert not [r for r in caplog.records if r.exc_info]
 
@@ -181,7 +181,7 @@ async def test_a_client_that_stops_reading_is_disconnected_and_others_are_not_he
             async with await LineClient.connect(running.socket_path) as other:
                 with trio.fail_after(0.4):
                     assert (await other.request({"op": "ping"}))["ok"]
-            while running.app.stats.connections_open > 0:
+            while running.service.stats.connections_open > 0:
                 await trio.sleep(0.02)
     finally:
         stuck.close()
@@ -193,7 +193,7 @@ async def test_a_subscriber_that_falls_behind_is_told_and_disconnected(start_age
     slow = socket.socket(socket.AF_UNIX)
     slow.connect(running.socket_path)
     slow.sendall(b"subscribe\n")
-    store = running.app.store
+    store = running.service.store
     with trio.fail_after(5):
         while store.subscriber_count == 0:
             await trio.sleep(0.01)
@@ -224,7 +224,7 @@ def _serve_as_nobody(flags: str, sock: str) -> None:
     import trio as _trio
 
     from agent.config import ServeConfig
-    from agent.run import run_agent
+    from agent.daemon import run_agent
     from tests.conftest import _SilentNotifier
 
     os.setgroups([])
@@ -246,7 +246,7 @@ def test_a_file_the_agent_may_not_read_keeps_the_last_good_flags(sock_dir):
     # (it may live under /root), so everything it needs is imported before the fork.
     import anyio._backends._trio  # noqa: F401  (watchfiles runs its thread through anyio)
 
-    import agent.run  # noqa: F401
+    import agent.daemon  # noqa: F401
     import tests.conftest  # noqa: F401
 
     os.chown(sock_dir, 65534, 65534)  # tmp_path's parents are closed to other users

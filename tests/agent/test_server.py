@@ -136,7 +136,7 @@ async def test_evaluate_all_answers_every_flag(start_agent, seed_file):
     running = await start_agent([seed_file])
     async with await LineClient.connect(running.socket_path) as c:
         result = await c.result({"op": "evaluate_all", "context": {"targetingKey": "user_123"}})
-        assert result["revision"] == running.app.store.snapshot.revision
+        assert result["revision"] == running.service.store.snapshot.revision
         assert result["flags"]["new_checkout_flow"]["value"] is True
         assert result["flags"]["experimental_search"]["value"] is False
         assert set(result["flags"]) == set(SEED["flags"])
@@ -166,7 +166,7 @@ async def test_socket_is_created_0660_by_default_and_mode_is_configurable(start_
 
 
 async def test_a_stale_socket_file_is_replaced_but_a_live_one_is_not(start_agent, seed_file, sock_dir):
-    from agent.listener import ListenerError
+    from agent.host.listener import ListenerError
 
     stale = sock_dir / "stale.sock"
     s = socket.socket(socket.AF_UNIX)
@@ -194,7 +194,7 @@ async def test_past_max_connections_a_client_gets_busy_and_is_closed(start_agent
     assert await extra.receive() is None  # closed
     await held[0].aclose()
     with trio.fail_after(5):
-        while running.app.stats.connections_open > 2:
+        while running.service.stats.connections_open > 2:
             await trio.sleep(0.01)
     again = await LineClient.connect(running.socket_path)
     assert (await again.request({"op": "ping"}))["ok"]
@@ -205,7 +205,7 @@ async def test_past_max_connections_a_client_gets_busy_and_is_closed(start_agent
 async def test_stop_closes_idle_connections_promptly_and_removes_the_socket(nursery, sock_dir, seed_file):
 
     from agent.config import ServeConfig
-    from agent.run import run_agent
+    from agent.daemon import run_agent
     from tests.conftest import _SilentNotifier
 
     config = ServeConfig(flags=(str(seed_file),), socket=str(sock_dir / "s.sock"), shutdown_timeout=5)

@@ -1,8 +1,8 @@
 """Step implementations for flagd's testbed features, run against flagsock's engine.
 
 A scenario runs in a :class:`World`: its steps choose flags, a context and a requested type, one
-step evaluates through :func:`agent.evaluation.evaluate`, and the ``Then`` steps compare. Flags
-are loaded with :func:`agent.flagfile.parse_flag_document` under ``invalid_flags="isolate"``
+step evaluates through :func:`agent.engine.evaluate.evaluate`, and the ``Then`` steps compare. Flags
+are loaded with :func:`agent.engine.formats.document.parse_flag_document` under ``invalid_flags="isolate"``
 (the suites hold deliberately broken flags) and the bucketing version the scenario's tags name.
 """
 
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.evaluation import evaluate
-from agent.flagfile import parse_flag_document
-from agent.model import Resolution
+from agent.engine.evaluate import evaluate
+from agent.engine.formats.document import parse_flag_document
+from agent.engine.model import Resolution
 
 from .gherkin import Scenario, Step
 
@@ -59,7 +59,7 @@ def load_flags(files: tuple[Path, ...], fractional: str) -> Mapping[str, Any]:
 
 
 def engine_backend(world: "World") -> Resolution:
-    """Evaluate in-process, through :func:`agent.evaluation.evaluate`."""
+    """Evaluate in-process, through :func:`agent.engine.evaluate.evaluate`."""
     flags = load_flags(world.suite.files(world.options.get("selector")), world.fractional)
     return evaluate(flags, world.key, world.context or None,
                     expected_type=world.flag_type.lower(), default=world.default)

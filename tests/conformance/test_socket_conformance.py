@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from agent.model import Resolution
+from agent.engine.model import Resolution
 from tests.process import AgentProcess
 
 from .gherkin import Scenario

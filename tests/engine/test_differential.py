@@ -24,8 +24,8 @@ flagd_core = pytest.importorskip("openfeature.contrib.tools.flagd.core")
 from openfeature.evaluation_context import EvaluationContext  # noqa: E402
 from openfeature.exception import OpenFeatureError  # noqa: E402
 
-from agent.evaluation import NO_DEFAULT, evaluate  # noqa: E402
-from agent.flagfile import parse_flag_document  # noqa: E402
+from agent.engine.evaluate import NO_DEFAULT, evaluate  # noqa: E402
+from agent.engine.formats.document import parse_flag_document  # noqa: E402
 
 NAMES = ["a", "b", "c", "true", "false"]
 EMAILS = ["ann@acme.com", "bob@example.org", "carol@acme.com", "", "dave"]

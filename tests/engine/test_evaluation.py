@@ -7,10 +7,11 @@ from types import MappingProxyType
 
 import pytest
 
-from agent.evaluation import NO_DEFAULT, evaluate, targeting_resolver
-from agent.flagfile import parse_flag_document
-from agent.model import CompiledFlag, FrozenDict
-from agent.rules import compile_targeting
+from agent.engine.evaluate import NO_DEFAULT, evaluate
+from agent.engine.tables import targeting_resolver
+from agent.engine.formats.document import parse_flag_document
+from agent.engine.model import CompiledFlag, FrozenDict
+from agent.engine.rules import compile_targeting
 
 
 def flags_of(doc: dict):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from agent.evaluation import evaluate
-from agent.flagfile import FlagFileError, parse_flag_document
+from agent.engine.evaluate import evaluate
+from agent.engine.formats.document import FlagFileError, parse_flag_document
 
 
 def flagd(**flags) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.flagfile import FlagFileError, parse_flag_document
+from agent.engine.formats.document import FlagFileError, parse_flag_document
 
 SCHEMA_TESTS = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "flagd-schemas" / "json" / "test"
 pytestmark = pytest.mark.skipif(not SCHEMA_TESTS.is_dir(), reason=f"flagd schema tests not found at {SCHEMA_TESTS}")

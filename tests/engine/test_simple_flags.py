@@ -8,9 +8,9 @@ import mmh3
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.evaluation import evaluate
-from agent.flagfile import parse_flag_document
-from agent.flagfile_simple import rollout_bucket
+from agent.engine.evaluate import evaluate
+from agent.engine.formats.document import parse_flag_document
+from agent.engine.formats.simple import rollout_bucket
 
 from tests.helpers import SEED
 

@@ -15,9 +15,9 @@ import attrs
 import pytest
 
 from agent.frontends.http import HttpLimits, HttpServer, bind_tcp, build_router
-from agent.listener import bind_unix
-from agent.stats import Stats
-from agent.store import Store
+from agent.host.listener import bind_unix
+from agent.frontends.stats import Stats
+from agent.store.store import Store
 
 
 @attrs.define
@@ -77,6 +77,6 @@ def http_agent(start_agent, sock_dir):
         running = await start_agent(flag_files, http=("127.0.0.1:0", f"unix:{unix_path}"), **settings)
         tcp, unix = running.http
         assert unix.path == unix_path
-        return Served(running.app, tcp.server, unix.server, tcp.port, unix_path, running)
+        return Served(running.service, tcp.server, unix.server, tcp.port, unix_path, running)
 
     return start

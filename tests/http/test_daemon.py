@@ -66,7 +66,7 @@ async def test_http_and_ndjson_share_the_connection_cap(http_agent, tmp_path):
         assert (await fourth.receive())["error"]["code"] == "BUSY"
     await http.aclose()
     with trio.fail_after(5):
-        while served.running.app.stats.connections_open > 1:
+        while served.running.service.stats.connections_open > 1:
             await trio.sleep(0.01)
     async with await RawHttp.tcp(served.port) as again:
         assert (await again.request("GET", "/healthz")).status == 200

@@ -102,7 +102,7 @@ async def test_no_context_is_an_empty_context(client, body):
 async def test_flag_key_is_percent_decoded(agent, client):
     write_json(agent.flag_file, flags(**{"odd key/ü": {"state": "ENABLED", "variants": {"a": "x"},
                                                        "defaultVariant": "a"}}))
-    await agent.running.app.reloader.reload("test")  # served once this returns (or the watcher was first)
+    await agent.running.service.reloader.reload("test")  # served once this returns (or the watcher was first)
     answer = await evaluate(client, "odd%20key%2F%C3%BC")
     assert answer.status == 200 and answer.json()["key"] == "odd key/ü"
 
@@ -110,7 +110,7 @@ async def test_flag_key_is_percent_decoded(agent, client):
 async def test_single_evaluation_is_counted_in_stats(client, agent):
     await evaluate(client, "bool-flag")
     await evaluate(client, "bool-flag")
-    assert agent.running.app.stats.evaluations["bool-flag"] == 2
+    assert agent.running.service.stats.evaluations["bool-flag"] == 2
 
 
 async def test_bulk_body_lists_every_flag_and_the_event_stream(client):
@@ -153,7 +153,7 @@ async def test_bulk_304_when_the_etag_matches_and_200_when_the_context_differs(c
 async def test_bulk_etag_changes_when_the_flags_change(agent, client):
     first = await client.request("POST", BULK, ofrep_body())
     write_json(agent.flag_file, flags(int_flag={"state": "ENABLED", "variants": {"one": 1}, "defaultVariant": "one"}))
-    await agent.running.app.reloader.reload("test")  # served once this returns (or the watcher was first)
+    await agent.running.service.reloader.reload("test")  # served once this returns (or the watcher was first)
     second = await client.request("POST", BULK, ofrep_body(), {"If-None-Match": first.headers["etag"]})
     assert second.status == 200 and second.headers["etag"] != first.headers["etag"]
     assert {i["key"]: i for i in second.json()["flags"]}["int-flag"]["value"] == 1
@@ -161,7 +161,7 @@ async def test_bulk_etag_changes_when_the_flags_change(agent, client):
 
 async def test_bulk_etag_covers_the_answer_when_a_rule_reads_the_clock(agent, client):
     write_json(agent.flag_file, flags(clock_flag=CLOCK_FLAG))
-    await agent.running.app.reloader.reload("test")
+    await agent.running.service.reloader.reload("test")
     first = await client.request("POST", BULK, ofrep_body())
     assert ".t" in first.headers["etag"]  # a digest of the answer, not of the inputs alone
     again = await client.request("POST", BULK, ofrep_body(), {"If-None-Match": first.headers["etag"]})

@@ -59,7 +59,7 @@ async def test_file_change_reaches_a_listener_as_refetch_evaluation_with_a_new_e
         data = json.loads(event["data"])
         assert data["type"] == "refetchEvaluation"
         assert data["etag"].startswith('"') and isinstance(data["lastModified"], int)
-        revision = served.running.app.store.snapshot.revision
+        revision = served.running.service.store.snapshot.revision
         assert event["id"].endswith(f"-{revision}")
         after = await client.post(BULK, content=ofrep_body(), headers={"If-None-Match": before.headers["etag"]})
         assert after.status_code == 200 and after.headers["etag"] != before.headers["etag"]
@@ -123,7 +123,7 @@ async def test_idle_stream_gets_keep_alive_comments(http_server, autojump_clock)
 
 
 async def test_a_listener_that_falls_behind_is_disconnected(http_server, sock_dir):
-    from agent.store import Store
+    from agent.store.store import Store
 
     service = BareService(store=Store([], subscriber_queue=4))
     served = await http_server(service)
@@ -140,7 +140,7 @@ async def test_a_listener_that_falls_behind_is_disconnected(http_server, sock_di
 
 
 def _prepared(store, i):
-    from agent.snapshot import Prepared
+    from agent.store.snapshot import Prepared
 
     return Prepared(sources=(), flags={}, content_hash=f"h{i}", changes={f"flag-{i}": "added"},
                     base_revision=store.snapshot.revision)
@@ -173,7 +173,7 @@ async def test_readyz_is_503_with_the_health_body_while_a_source_fails(http_agen
     path = write_json(tmp_path / "flags.json", flags())
     served = await http_agent([path])
     path.write_text("{ this is not json")
-    await served.running.app.reloader.reload("test")
+    await served.running.service.reloader.reload("test")
     async with await RawHttp.tcp(served.port) as client:
         ready = await client.request("GET", "/readyz")
         assert ready.status == 503
@@ -181,7 +181,7 @@ async def test_readyz_is_503_with_the_health_body_while_a_source_fails(http_agen
         assert body["status"] == "degraded" and body["last_error"]["source"] == str(path)
         assert (await client.request("GET", "/healthz")).status == 200  # still serving the last good flags
         write_json(path, flags())
-        await served.running.app.reloader.reload("test")
+        await served.running.service.reloader.reload("test")
         assert (await client.request("GET", "/readyz")).status == 200
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent.rules import compile_rule
+from agent.engine.rules import compile_rule
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "conformance"
 

@@ -13,9 +13,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.rules import compile_rule, resolve_refs
-from agent.rules.compiler import _RuleCompiler
-from agent.rules.nodes import Const
+from agent.engine.rules import compile_rule, resolve_refs
+from agent.engine.rules.compiler import _RuleCompiler
+from agent.engine.rules.nodes import Const
 
 from .conformance import load_json
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.rules import compile_rule
+from agent.engine.rules import compile_rule
 
 
 def run(rule: Any, data: Any) -> Any:

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from agent.rules import compile_rule
-from agent.rules.cbor import encode
+from agent.engine.rules import compile_rule
+from agent.engine.rules.cbor import encode
 
 reference = pytest.importorskip("openfeature.contrib.tools.flagd.core.targeting.targeting")
 custom_ops = pytest.importorskip("openfeature.contrib.tools.flagd.core.targeting.custom_ops")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.rules import RuleError, resolve_refs
+from agent.engine.rules import RuleError, resolve_refs
 
 from .conformance import Example, examples, load_json, resolve
 
@@ -89,7 +89,7 @@ def test_provider_targeting_operator_examples_resolve_in_v2_and_v3() -> None:
     [("ejOoVL", "lower"), ("bY9fO-", "lower"), ("SI7p-", "lower"), ("6LvT0", "upper"), ("ceQdGm", "upper")],
 )
 def test_fractional_v2_hash_edge_values_land_in_the_documented_bucket(targeting_key: str, bucket: str) -> None:
-    from agent.rules import compile_rule
+    from agent.engine.rules import compile_rule
 
     rule = {"fractional": [{"var": "targetingKey"}, ["lower", 50], ["upper", 50]]}
     fn = compile_rule(rule, flag_key="fractional-hash-edge-flag")

@@ -8,8 +8,8 @@ from typing import Any
 import mmh3
 import pytest
 
-from agent.rules import RuleError, compile_rule
-from agent.rules.cbor import encode
+from agent.engine.rules import RuleError, compile_rule
+from agent.engine.rules.cbor import encode
 
 FOUR_SUITS = [["clubs", 25], ["diamonds", 25], ["hearts", 25], ["spades", 25]]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.rules import compile_rule
+from agent.engine.rules import compile_rule
 
 
 def run(rule: Any, data: Any = None) -> Any:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.rules.jsvalues import loose_equals, number_to_string, parse_float, to_number
+from agent.engine.rules.jsvalues import loose_equals, number_to_string, parse_float, to_number
 
 
 @pytest.mark.parametrize(

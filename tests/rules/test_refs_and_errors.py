@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.rules import RuleError, compile_rule, resolve_refs
+from agent.engine.rules import RuleError, compile_rule, resolve_refs
 
 EVALUATORS = {
     "is_ballmer": {"==": ["ballmer@macrosoft.com", {"var": ["email"]}]},

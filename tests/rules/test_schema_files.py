@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.rules import RuleError, compile_rule, resolve_refs
+from agent.engine.rules import RuleError, compile_rule, resolve_refs
 
 from .conformance import conformance_path, load_json
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from agent.rules import RuleError, compile_rule
-from agent.rules.semver import parse_version
+from agent.engine.rules import RuleError, compile_rule
+from agent.engine.rules.semver import parse_version
 
 
 def sem_ver(left: Any, op: str, right: Any, *, strict: bool = False) -> Any:

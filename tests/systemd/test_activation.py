@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.activation import ActivationError, inherited_sockets
+from agent.host.activation import ActivationError, inherited_sockets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ _VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 CHILD = r"""
 import json, os, socket, sys, tempfile
 
-from agent.activation import ActivationError, inherited_sockets
+from agent.host.activation import ActivationError, inherited_sockets
 
 workdir = tempfile.mkdtemp()
 

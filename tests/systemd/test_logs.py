@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.logs import configure_logging
+from agent.host.logs import configure_logging
 
 log = logging.getLogger("flagsock.test")
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import trio
 
-from agent.sdnotify import Notifier, run_watchdog
+from agent.host.sdnotify import Notifier, run_watchdog
 
 from .conftest import NotifyRecorder
 

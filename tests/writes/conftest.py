@@ -50,7 +50,7 @@ class _NoWatcher:
 @pytest.fixture
 def start_blind_agent(start_agent, monkeypatch):
     """Like ``start_agent``, but without a watcher: outside edits stay unseen until a write."""
-    monkeypatch.setattr("agent.run.SourceWatcher", _NoWatcher)
+    monkeypatch.setattr("agent.sources.files.SourceWatcher", _NoWatcher)
     return start_agent
 
 

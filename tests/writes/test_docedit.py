@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from agent.docedit import (
+from agent.writes.docedit import (
     SetChange,
     apply_delete,
     apply_set,
@@ -16,8 +16,8 @@ from agent.docedit import (
     flagd_equivalent,
     simple_state,
 )
-from agent.evaluation import evaluate
-from agent.flagfile import parse_flag_document
+from agent.engine.evaluate import evaluate
+from agent.engine.formats.document import parse_flag_document
 from protocol.errors import FlagNotFound, InvalidFlag
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.flagfile import parse_flag_document
+from agent.engine.formats.document import parse_flag_document
 from tests.helpers import SEED, write_json
 from tests.process import wait_for_socket
 from tests.writes.conftest import FLAGD_DOC

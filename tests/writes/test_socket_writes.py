@@ -231,7 +231,7 @@ async def test_concurrent_writers_are_all_acknowledged_and_kept(start_agent, sim
 
 
 async def test_evaluations_are_answered_while_a_write_is_in_flight(start_agent, simple_file, monkeypatch):
-    import agent.writes as writes
+    import agent.writes.writer as writes
 
     release = trio.Event()
     entered = trio.Event()

@@ -8,8 +8,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.docedit import SetChange, apply_delete, apply_set, detect_layout, render
-from agent.splice import splice
+from agent.writes.docedit import SetChange, apply_delete, apply_set, detect_layout, render
+from agent.writes.splice import splice
 
 HAND = """{
   "$schema": "https://flagd.dev/schema/v0/flags.json",

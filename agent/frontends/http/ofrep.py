@@ -28,8 +28,8 @@ from urllib.parse import quote
 
 import orjson
 
-from agent.evaluation import NO_DEFAULT, evaluate
-from agent.model import canonical_json
+from agent.engine.evaluate import NO_DEFAULT, evaluate
+from agent.engine.model import canonical_json
 
 from .routing import JSON, Request, Response, json_response
 

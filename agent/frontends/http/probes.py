@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from agent.ops import op_health
+from agent.frontends.ops import op_health
 
 from .routing import JSON, Request, Response
 

@@ -28,7 +28,7 @@ import attrs
 import h11
 import trio
 
-from agent.peer import peer_of
+from agent.store.peer import peer_of
 
 from .routing import JSON, Request, Response, Router, StreamResponse, error_response
 

@@ -1,0 +1,298 @@
+"""``flagsock serve``: the composition root. Read the settings once, build each stage with only
+what it needs, wire them together, serve, and stop gracefully.
+
+Start-up order matters to systemd and to tests: every setting that can be wrong is checked
+(:func:`plan`, raising :class:`StartupError`) before a flag is read or a socket is bound; the
+first snapshot is loaded (or its failure recorded) before the socket is served; READY=1 and
+``task_status.started`` come only once every frontend accepts and every source is watched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from agent import __version__
+from agent.config import ServeConfig
+from agent.frontends.access import WriteAccess
+from agent.frontends.http import (HttpLimits, HttpServer, SharedConnectionLimit, bind_tcp, build_router,
+                                  check_http_address)
+from agent.frontends.ndjson.server import Server
+from agent.frontends.service import Service
+from agent.host import systemd
+from agent.host.accounts import group_id, user_id
+from agent.host.listener import BoundSocket, ListenerError, bind_unix
+from agent.sources.base import LoadOptions, Source
+from agent.sources.files import FileSource
+from agent.store.reloader import Reloader
+from agent.store.store import Store
+from agent.writes.durable import remove_stale_temps, why_not_writable
+from agent.writes.writer import Writer
+
+log = logging.getLogger("flagsock")
+
+
+@attrs.frozen
+class Plan:
+    """Everything the settings resolve to, found before anything is bound or loaded."""
+
+    write_uids: frozenset[int]
+    write_gids: frozenset[int]
+    socket_gid: int | None
+    #: The file that takes writes, or None with ``read_only_reason``.
+    write_target: str | None
+    read_only_reason: str
+
+
+def plan(config: ServeConfig) -> Plan:
+    """Resolve users, groups and the write target. Raises StartupError naming the setting."""
+    uids = frozenset(user_id(u, "--allow-write") for u in config.allow_write)
+    gids = frozenset(group_id(g, "--allow-write-group") for g in config.allow_write_group)
+    socket_gid = group_id(config.socket_group, "--socket-group") if config.socket_group else None
+    target, reason = choose_write_target(config)
+    return Plan(uids, gids, socket_gid, target, reason)
+
+
+def choose_write_target(config: ServeConfig) -> tuple[str | None, str]:
+    """The file that takes writes, or None and why there is none."""
+    if config.read_only:
+        return None, "this agent was started with --read-only"
+    sources = list(config.flags)  # as the store names them
+    if config.write_to:
+        wanted = os.path.abspath(config.write_to)
+        matching = [p for p in sources if os.path.abspath(p) == wanted]
+        if not matching:  # build_config refuses this; a config built by hand may still hold it
+            return None, f"--write-to {config.write_to} is not one of the flag files this agent serves"
+        target = matching[-1]
+    elif len(sources) == 1:
+        target = sources[0]
+    elif not sources:
+        return None, "this agent serves no flag file"
+    else:
+        return None, (f"this agent serves {len(sources)} flag files and was not told which one takes writes; "
+                      "restart it with --write-to PATH")
+    reason = why_not_writable(target)
+    if reason:
+        return None, reason
+    return target, ""
+
+
+@attrs.define
+class Running:
+    """A serving agent, as handed to ``task_status.started``: tests and the CLI drive it."""
+
+    service: Service
+    server: Server
+    bound: BoundSocket
+    _stop: trio.Event
+    #: The HTTP frontends (``--http``), in the order given.
+    http: list[HttpListener] = attrs.Factory(list)
+
+    @property
+    def socket_path(self) -> str | None:
+        return self.bound.path
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@attrs.define
+class HttpListener:
+    """One ``--http`` address served: its server and socket (``port`` for TCP, ``path`` for Unix)."""
+
+    server: HttpServer
+    sock: Any
+    bound: BoundSocket | None = None
+    port: int | None = None
+
+    @property
+    def path(self) -> str | None:
+        return self.bound.path if self.bound is not None else None
+
+    def close(self) -> None:
+        if self.bound is not None:
+            self.bound.cleanup()
+        self.sock.close()
+
+
+def open_http_listeners(config: ServeConfig, service: Service, socket_gid: int | None) -> list[HttpListener]:
+    """Bind every ``--http`` address (build_config checked them) and build its server, all
+    sharing the NDJSON server's connection cap.
+
+    Resource handling: on failure the sockets bound so far are closed before the error leaves.
+    """
+    listeners: list[HttpListener] = []
+    if not config.http:
+        return listeners
+    router = build_router(service)
+    shared = SharedConnectionLimit(service.stats, config.max_connections)
+    limits = HttpLimits(send_timeout=config.send_timeout)
+    try:
+        for text in config.http:
+            address = check_http_address(text, allow_remote=config.http_allow_remote)
+            if address.path is not None:
+                bound = bind_unix(address.path, mode=config.socket_mode, gid=socket_gid)
+                sock, port = bound.sock, None
+            else:
+                bound, sock = None, bind_tcp(address.host, address.port)
+                port = sock.getsockname()[1]
+            server = HttpServer(router, sock, limits=limits, connections=shared,
+                                server_header=f"flagsock/{__version__}")
+            listeners.append(HttpListener(server, sock, bound, port))
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+def status_line(store: Store) -> str:
+    snap = store.snapshot
+    text = f"serving revision {snap.revision}, {len(snap.flags)} flags"
+    if store.last_error is not None:
+        text += f"; last error: {store.last_error.message}"
+    return text[:400]
+
+
+def open_listener(config: ServeConfig, inherited: list[Any], socket_gid: int | None) -> BoundSocket:
+    if inherited:
+        if len(inherited) > 1:
+            log.warning("systemd passed %d sockets; serving the first", len(inherited))
+        sock = inherited[0]
+        try:
+            path = sock.getsockname() or None
+        except OSError:
+            path = None
+        log.info("serving on the socket systemd passed in (%s)", path or "unnamed")
+        return BoundSocket(sock=sock, path=path if isinstance(path, str) else None, owned=False)
+    if not config.socket:
+        raise ListenerError("no socket: pass --socket PATH, or start the agent through systemd socket activation")
+    return bind_unix(config.socket, mode=config.socket_mode, gid=socket_gid)
+
+
+def build_sources(config: ServeConfig, *, watch: Any = None, poll_seconds: float | None = None) -> list[Source]:
+    extra = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
+    return [FileSource(path, watch=watch, **extra) for path in config.flags]
+
+
+def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: str | None) -> Writer | None:
+    if target is None:
+        return None
+    for name in remove_stale_temps(target):
+        log.info("removed %s, a temporary file an interrupted write left behind", name)
+    log.info("set and delete change %s", target)
+    return Writer(store, reloader, target, fractional=config.fractional)
+
+
+async def run_agent(
+    config: ServeConfig,
+    *,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+    watch: Any = None,
+    handle_signals: bool = True,
+    notifier: Any = None,
+    inherited: list[Any] | None = None,
+    poll_seconds: float | None = None,
+) -> None:
+    """Serve ``config`` until SIGTERM/SIGINT (or :meth:`Running.stop`).
+
+    Raises:
+        StartupError: a setting or the host's state does not allow starting (nothing was bound).
+
+    Resource handling: owns the listening socket; a socket file it created is removed on exit,
+    an inherited one is left alone.
+    """
+    settings = plan(config)
+    if notifier is None:
+        notifier = systemd.Notifier.from_environment()
+    if inherited is None:
+        inherited = systemd.inherited_sockets()
+    sources = build_sources(config, watch=watch, poll_seconds=poll_seconds)
+    store = Store([s.name for s in sources], subscriber_queue=config.subscriber_queue)
+    reloader = Reloader(store, sources, LoadOptions(fractional=config.fractional, invalid_flags=config.invalid_flags))
+    if settings.write_target is None:
+        log.info("set and delete are off: %s", settings.read_only_reason)
+    stop = trio.Event()
+    # Handlers go in first: a SIGTERM that arrives while the flags load, or the moment the socket
+    # answers, must stop the agent gracefully, not kill it. Signals queue until read below.
+    signals_cm = (trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+                  if handle_signals else contextlib.nullcontext())
+    with signals_cm as signals:
+        first = await reloader.reload("start")
+        if first.errors:
+            log.warning("started without some flags: %s", "; ".join(first.errors))
+        bound = open_listener(config, inherited, settings.socket_gid)
+        http: list[HttpListener] = []
+        try:
+            service = Service(
+                store=store, reloader=reloader, version=__version__,
+                access=WriteAccess(settings.write_uids, settings.write_gids),
+                writer=build_writer(store, reloader, config, settings.write_target),
+                read_only_reason=settings.read_only_reason,
+            )
+            server = Server(service, bound.sock, max_connections=config.max_connections,
+                            max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)
+            http = open_http_listeners(config, service, settings.socket_gid)
+            reloader.on_reload.append(lambda result: notifier.status(status_line(store)))
+            async with trio.open_nursery() as nursery:
+                if signals is not None:
+                    nursery.start_soon(_handle_signals, signals, reloader, notifier, store, stop)
+                await nursery.start(server.serve)
+                for listener in http:
+                    await nursery.start(listener.server.serve)
+                    log.info("serving HTTP (OFREP, SSE, probes) on %s", listener.path or f"port {listener.port}")
+                await _watch_sources(nursery, sources, reloader)
+                await nursery.start(systemd.run_watchdog, notifier)
+                log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",
+                         status_line(store))
+                notifier.ready(status_line(store))
+                task_status.started(Running(service, server, bound, stop, http))
+                await stop.wait()
+                notifier.stopping()
+                log.info("stopping: no new connections; %d open get %.1f s to finish",
+                         server.connection_count, config.shutdown_timeout)
+                server.shutdown()
+                for listener in http:
+                    listener.server.shutdown()
+                store.close_subscribers()
+                with trio.move_on_after(config.shutdown_timeout):
+                    await server.wait_connections_closed()
+                    for listener in http:
+                        await listener.server.wait_connections_closed()
+                nursery.cancel_scope.cancel()
+        finally:
+            for listener in http:
+                listener.close()
+            bound.cleanup()
+            if bound.owned:
+                bound.sock.close()
+    log.info("stopped")
+
+
+async def _watch_sources(nursery: trio.Nursery, sources: Sequence[Source], reloader: Reloader) -> None:
+    async def changed(why: str) -> None:
+        await reloader.reload(why)
+
+    for source in sources:
+        await nursery.start(source.watch, changed)
+
+
+async def _handle_signals(signals: Any, reloader: Reloader, notifier: Any, store: Store, stop: trio.Event) -> None:
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            log.info("SIGHUP: reloading flag sources")
+            notifier.reloading()
+            result = await reloader.reload("SIGHUP")
+            notifier.ready(status_line(store))
+            if result.errors:
+                log.warning("reload on SIGHUP kept revision %d: %s", result.revision, "; ".join(result.errors))
+        else:
+            log.info("%s: shutting down", signal.Signals(signum).name)
+            stop.set()

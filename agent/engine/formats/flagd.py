@@ -1,0 +1,125 @@
+"""Flags in flagd's format: validation beyond the schema's types, ``$ref``, compiled targeting.
+
+One :class:`FlagdCompiler` serves one document: it knows the document's ``$evaluators``, its
+metadata, the bucketing version and whether schema problems in rules are refused (``reject``)
+or served the way flagd serves them (``isolate``, where they are still reported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from agent.engine.model import (
+    CompiledFlag,
+    FrozenDict,
+    Problem,
+    canonical_json,
+    fingerprint,
+)
+from agent.engine.rules import CompiledRule, RuleError, compile_targeting, resolve_refs
+from agent.engine.rules.errors import Where, render
+from agent.engine.schema import (
+    FlagdFlagSpec,
+    child_path,
+    problem_at,
+    structure,
+    variant_kind,
+)
+from agent.engine.tables import static_table, targeting_resolver
+
+
+class FlagdCompiler:
+    """Compiles the flagd flags of one document."""
+
+    def __init__(self, source: str, *, fractional: str, strict: bool, evaluators: Mapping[str, Any],
+                 metadata: Mapping[str, Any], report: Callable[[Problem], None]) -> None:
+        self.source = source
+        self.fractional = fractional
+        self.strict = strict
+        self.evaluators = evaluators
+        self.metadata = metadata
+        self.metadata_text = canonical_json(metadata)  # part of every flag's fingerprint
+        self.report = report  # where problems that do not break a flag go
+
+    def check_evaluators(self) -> None:
+        """Compile each evaluator alone, so one that no flag uses is still checked."""
+        for name, rule in self.evaluators.items():
+            path = child_path("$.$evaluators", name)
+            try:
+                self._compile_rule(resolve_refs(rule, self.evaluators, path), "", path, None)
+            except RuleError as exc:
+                self.report(Problem(self.source, exc.path, exc.message))
+
+    def compile_flag(self, key: str, raw: dict, path: Where, found: list[Problem], text: bytes) -> CompiledFlag | None:
+        """The compiled flag, or None with what breaks it added to ``found``.
+
+        ``text`` is the flag's canonical JSON: its fingerprint is made of it, the file's
+        metadata and, for a targeted flag, the bucketing version and the rule with its
+        ``$ref``s resolved. A flag whose text has no ``"$ref"`` is compiled as it is, not
+        copied by ``resolve_refs`` first.
+        """
+        spec, problems = structure(raw, FlagdFlagSpec, source=self.source, path=path, flag=key)
+        found.extend(problems)
+        if spec is None:
+            return None
+        variants = spec.variants
+        default = spec.default_variant
+        if default is not None and default not in variants:
+            found.append(problem_at(self.source, key, path, ("defaultVariant",),
+                                    f"must name one of the variants ({', '.join(variants)}) or be null, got {default!r}"))
+        refs = b'"$ref"' in text
+        rule, resolved = self._compile_targeting(key, spec.targeting, path, found, refs)
+        if found:
+            return None
+        metadata = FrozenDict({**self.metadata, **spec.metadata}) if spec.metadata else self.metadata
+        enabled = spec.state == "ENABLED"
+        if rule is None:
+            digest = fingerprint(text, self.metadata_text)
+        else:
+            digest = fingerprint(text, self.metadata_text, self.fractional.encode(),
+                                 canonical_json(resolved) if refs else b"")
+        if rule is None or not enabled:
+            static, resolver = static_table(key, variants, default, metadata, enabled=enabled), None
+        else:
+            static, resolver = None, targeting_resolver(key, rule.evaluate, variants, default, metadata,
+                                                        reads_clock=rule.reads_clock)
+        return CompiledFlag(
+            key=key, value_type=_value_type(variants), variants=variants, default_variant=default,
+            metadata=metadata, enabled=enabled, source=self.source, format="flagd",
+            fingerprint=digest, static=static, resolver=resolver,
+            reads_clock=resolver is not None and rule.reads_clock,
+        )
+
+    def _compile_targeting(self, key: str, targeting: dict | None, path: Where, found: list[Problem],
+                           refs: bool) -> tuple[CompiledRule | None, Any]:
+        if not targeting:  # absent, null or {}: no targeting
+            return None, None
+        tpath = (path, "targeting")
+        try:
+            resolved = resolve_refs(targeting, self.evaluators, tpath) if refs else targeting
+            return self._compile_rule(resolved, key, tpath, key), resolved
+        except RuleError as exc:
+            found.append(Problem(self.source, exc.path, exc.message, key))
+        except Exception as exc:  # a bug in the rule compiler must break this flag, not the file
+            found.append(Problem(self.source, render(tpath), f"could not compile targeting ({type(exc).__name__}: {exc})", key))
+        return None, None
+
+    def _compile_rule(self, rule: Any, key: str, path: Where, flag: str | None) -> CompiledRule:
+        """Strict when rejecting. When isolating, a rule flagd's schema refuses but its evaluators
+        serve (a sem_ver with two operands...) is served the same way, and still reported."""
+        def tolerated(exc: RuleError) -> None:
+            self.report(Problem(self.source, exc.path, f"{exc.message} (served as flagd does)", flag))
+
+        return compile_targeting(rule, flag_key=key, fractional=self.fractional, path=path,
+                                 strict=self.strict, on_problem=None if self.strict else tolerated)
+
+
+def _value_type(variants: Mapping[str, Any]) -> str:
+    """The flag's type: its variants' one kind, or "float" for integers mixed with floats (the
+    only mix validation lets through)."""
+    values = iter(variants.values())
+    kind = variant_kind(next(values))
+    if kind == "integer" and any(type(value) is float for value in values):
+        return "float"
+    return kind  # type: ignore[return-value]

@@ -1,0 +1,209 @@
+"""One function per op: a decoded request in, a result dict out, or a ProtocolError.
+
+Reading ops are synchronous and touch only the current snapshot, so a batch of pipelined
+requests runs without yielding to the event loop. Ops that change state (reload, set,
+delete) are async and go through the reloader's lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from agent.engine.evaluate import NO_DEFAULT, evaluate
+from agent.frontends.service import Service
+from agent.store.peer import Peer
+from agent.store.store import iso_time as _iso
+from protocol.errors import BadRequest, ProtocolError, ReloadFailed
+from protocol.messages import json_type
+
+VALUE_TYPES = frozenset({"boolean", "string", "integer", "float", "object"})
+
+
+class Conn(Protocol):
+    peer: Peer
+    subscription: Any
+
+
+SyncOp = Callable[[Any, Any, dict], dict]
+AsyncOp = Callable[[Any, Any, dict], Awaitable[dict]]
+
+
+def _only(req: dict, allowed: frozenset[str]) -> None:
+    for key in req:
+        if key not in allowed:
+            raise BadRequest(
+                f"unknown field {key!r} for op {req['op']!r}; it takes {', '.join(sorted(allowed - _ENVELOPE)) or 'no arguments'}"
+            )
+
+
+_ENVELOPE = frozenset({"op", "id"})
+_NO_ARGS = _ENVELOPE
+_EVALUATE_FIELDS = frozenset({"op", "id", "flag", "context", "type", "default"})
+_EVALUATE_ALL_FIELDS = frozenset({"op", "id", "context"})
+
+
+def _context(req: dict) -> dict | None:
+    context = req.get("context")
+    if context is None or type(context) is dict:
+        return context
+    raise BadRequest(f"\"context\" must be an object, not {json_type(context)}")
+
+
+def op_ping(service: Service, conn: Conn, req: dict) -> dict:
+    if not _NO_ARGS.issuperset(req):
+        _only(req, _NO_ARGS)
+    return {"revision": service.store.snapshot.revision}
+
+
+def op_evaluate(service: Service, conn: Conn, req: dict) -> dict:
+    if not _EVALUATE_FIELDS.issuperset(req):
+        _only(req, _EVALUATE_FIELDS)
+    key = req.get("flag")
+    if type(key) is not str or not key:
+        if "flag" not in req:
+            raise BadRequest("evaluate needs \"flag\": the key of the flag to evaluate")
+        raise BadRequest(f"\"flag\" must be a non-empty string, not {json_type(key)}")
+    value_type = req.get("type")
+    if value_type is not None and value_type not in VALUE_TYPES:
+        raise BadRequest(
+            f"\"type\" must be one of {', '.join(sorted(VALUE_TYPES))}, not {value_type!r}"
+            if isinstance(value_type, str) else f"\"type\" must be a string, not {json_type(value_type)}"
+        )
+    context = _context(req)
+    snap = service.store.snapshot
+    res = evaluate(snap.flags, key, context, expected_type=value_type, default=req.get("default", NO_DEFAULT))
+    if res.error_code is not None:
+        raise ProtocolError(res.error_message or res.error_code, code=res.error_code)
+    service.stats.evaluations[key] += 1
+    out = {"key": key, "value": res.value, "variant": res.variant, "reason": res.reason,
+           "metadata": res.metadata, "revision": snap.revision}
+    if res.value is NO_DEFAULT:
+        del out["value"]
+    return out
+
+
+def op_evaluate_all(service: Service, conn: Conn, req: dict) -> dict:
+    if not _EVALUATE_ALL_FIELDS.issuperset(req):
+        _only(req, _EVALUATE_ALL_FIELDS)
+    context = _context(req)
+    snap = service.store.snapshot
+    flags = snap.flags
+    results: dict[str, Any] = {}
+    for key in flags:
+        res = evaluate(flags, key, context)
+        if res.error_code is not None:
+            results[key] = {"error": {"code": res.error_code, "message": res.error_message or res.error_code}}
+        elif res.value is NO_DEFAULT:
+            results[key] = {"variant": res.variant, "reason": res.reason, "metadata": res.metadata}
+        else:
+            results[key] = {"value": res.value, "variant": res.variant, "reason": res.reason, "metadata": res.metadata}
+    return {"revision": snap.revision, "flags": results}
+
+
+def op_health(service: Service, conn: Conn, req: dict) -> dict:
+    _only(req, _NO_ARGS)
+    store = service.store
+    snap = store.snapshot
+    sources = []
+    for s in snap.sources:
+        err = store.errors.get(s.path)
+        sources.append({
+            "path": s.path,
+            "loaded": s.loaded,
+            "format": s.format,
+            "flag_count": len(s.flags),
+            "content_hash": s.content_hash,
+            "error": err.to_wire() if err else None,
+        })
+    problems = [
+        {"source": p.source, "flag": p.flag, "path": p.path, "message": p.message} for p in snap.problems
+    ]
+    degraded = store.degraded or bool(problems)
+    return {
+        "status": "degraded" if degraded else "ok",
+        "revision": snap.revision,
+        "flag_count": len(snap.flags),
+        "sources": sources,
+        "loaded_at": _iso(snap.loaded_at),
+        "last_error": store.last_error.to_wire() if store.last_error else None,
+        "problems": problems,
+        "uptime_s": service.stats.uptime(),
+        "version": service.version,
+    }
+
+
+def op_stats(service: Service, conn: Conn, req: dict) -> dict:
+    _only(req, _NO_ARGS)
+    return service.stats.to_wire(service.store.reloads_ok, service.store.reloads_failed, service.store.subscriber_count)
+
+
+def op_help(service: Service, conn: Conn, req: dict) -> dict:
+    _only(req, _NO_ARGS)
+    return {"ops": dict(HELP)}
+
+
+def op_subscribe(service: Service, conn: Conn, req: dict) -> dict:
+    _only(req, _NO_ARGS)
+    if conn.subscription is not None:
+        raise BadRequest("this connection is already subscribed")
+    conn.subscription = service.store.subscribe()
+    return {"revision": service.store.snapshot.revision}
+
+
+async def op_reload(service: Service, conn: Conn, req: dict) -> dict:
+    _only(req, _NO_ARGS)
+    service.require_write(conn.peer, "reload")
+    result = await service.reloader.reload("reload op")
+    if result.errors:
+        raise ReloadFailed(
+            "; ".join(result.errors) + f" (still serving revision {result.revision})"
+        )
+    return {"revision": result.revision, "changed": result.changed}
+
+
+def _named_flag(req: dict) -> str | None:
+    flag = req.get("flag")
+    return flag if type(flag) is str else None
+
+
+async def op_set(service: Service, conn: Conn, req: dict) -> dict:
+    writer = service.require_writer(conn.peer, "set", _named_flag(req))
+    return await writer.handle_set(conn.peer, req)
+
+
+async def op_delete(service: Service, conn: Conn, req: dict) -> dict:
+    writer = service.require_writer(conn.peer, "delete", _named_flag(req))
+    return await writer.handle_delete(conn.peer, req)
+
+
+SYNC_OPS: dict[str, SyncOp] = {
+    "ping": op_ping,
+    "evaluate": op_evaluate,
+    "evaluate_all": op_evaluate_all,
+    "health": op_health,
+    "stats": op_stats,
+    "help": op_help,
+    "subscribe": op_subscribe,
+}
+
+ASYNC_OPS: dict[str, AsyncOp] = {
+    "reload": op_reload,
+    "set": op_set,
+    "delete": op_delete,
+}
+
+HELP: dict[str, str] = {
+    "ping": "liveness: answers {revision}",
+    "health": "status ok/degraded, revision, sources and the last load error",
+    "evaluate": "evaluate one flag: {flag, context?, type?, default?}",
+    "evaluate_all": "evaluate every flag for a context: {context?}",
+    "set": "create or change a flag: {flag, definition | enabled/rollout_percentage/allowed_users, if_revision?}",
+    "delete": "delete a flag: {flag, if_revision?}",
+    "subscribe": "receive change events on this connection",
+    "reload": "re-read the flag sources now",
+    "stats": "request, evaluation, reload and connection counters",
+    "help": "this list",
+}
+
+__all__ = ["SYNC_OPS", "ASYNC_OPS", "HELP"]

@@ -1,0 +1,141 @@
+"""The one current-snapshot reference, the health it implies, and the change-event fan-out.
+
+Requests read ``store.snapshot`` without a lock: swapping it is one assignment on the event
+loop. Everything that changes what is served (file reloads, writes) goes through
+:meth:`Store.install`, which is also where subscribers hear of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from agent.sources.base import SourceState
+from agent.store.snapshot import Prepared, Snapshot, diff_flags, merge_sources
+from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE, Subscription
+
+log = logging.getLogger("flagsock.store")
+
+@attrs.frozen
+class SourceError:
+    """Why the newest version of a source was not loaded."""
+
+    source: str
+    message: str
+    at: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"message": self.message, "source": self.source, "at": iso_time(self.at)}
+
+
+class Store:
+    """Holds what is served and what health says about it.
+
+    Args:
+        names: the flag sources' names (paths or URLs), in merge order.
+    """
+
+    def __init__(self, names: Sequence[str], *, subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE) -> None:
+        now = time.time()
+        sources = tuple(SourceState(path=n) for n in names)
+        flags, digest = merge_sources(sources)
+        self.snapshot = Snapshot(revision=0, flags=flags, sources=sources, loaded_at=now, content_hash=digest)
+        self.errors: dict[str, SourceError] = {}
+        self.last_error: SourceError | None = None
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+        self.started_at = now
+        self._subscriber_queue = subscriber_queue
+        self._subscribers: set[Subscription] = set()
+
+    # -- health -----------------------------------------------------------------------------
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.errors) or any(not s.loaded for s in self.snapshot.sources)
+
+    def record_failure(self, source: str, message: str) -> None:
+        """A source failed to load: keep serving, say why in health, tell subscribers."""
+        err = SourceError(source=source, message=message, at=time.time())
+        repeated = (prev := self.errors.get(source)) is not None and prev.message == message
+        self.errors[source] = err
+        self.last_error = err
+        if not repeated:
+                log.warning("flag source %s was not loaded; still serving revision %d: %s",
+                        source, self.snapshot.revision, message)
+        self._broadcast({"event": "reload_failed", "revision": self.snapshot.revision,
+                         "source": source, "message": message})
+
+    def record_success(self, source: str) -> None:
+        if self.errors.pop(source, None) is not None:
+            log.info("flag source %s loads again", source)
+        if not self.errors:
+            self.last_error = None
+
+    # -- swapping ---------------------------------------------------------------------------
+
+    def install(self, prepared: Prepared) -> dict[str, str]:
+        """Swap in a prepared snapshot if its content differs; return the flag changes.
+
+        Must run on the event loop (it is the single writer of ``self.snapshot``).
+        """
+        current = self.snapshot
+        if prepared.content_hash == current.content_hash:
+            return {}
+        changes = prepared.changes
+        if prepared.base_revision != current.revision:
+            # Another swap landed while this one was prepared: recompute against what is served.
+            changes = diff_flags(current.flags, prepared.flags)
+        self.snapshot = Snapshot(
+            revision=current.revision + 1,
+            flags=prepared.flags,
+            sources=prepared.sources,
+            loaded_at=time.time(),
+            content_hash=prepared.content_hash,
+        )
+        if changes:
+            self._broadcast({"event": "changed", "revision": self.snapshot.revision, "flags": changes})
+        log.info("serving revision %d: %d flags (%s)", self.snapshot.revision,
+                 len(prepared.flags), _summarize(changes))
+        return changes
+
+    # -- subscribers ------------------------------------------------------------------------
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self._subscriber_queue)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+        sub.close()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def close_subscribers(self) -> None:
+        for sub in list(self._subscribers):
+            self.unsubscribe(sub)
+
+    def _broadcast(self, event: dict[str, Any]) -> None:
+        for sub in list(self._subscribers):
+            sub.offer(event)
+            if sub.overflowed:
+                self._subscribers.discard(sub)
+
+
+def _summarize(changes: dict[str, str], limit: int = 5) -> str:
+    if not changes:
+        return "no flag changed"
+    items = [f"{k} {v}" for k, v in list(changes.items())[:limit]]
+    more = len(changes) - limit
+    return ", ".join(items) + (f" and {more} more" if more > 0 else "")
+
+
+def iso_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
