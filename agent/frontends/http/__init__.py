@@ -18,7 +18,8 @@ from .address import HttpAddress, HttpAddressError, bind_tcp, check_http_address
 from .ofrep import EVENTS_PATH, Ofrep
 from .probes import Probes
 from .routing import Request, Response, Router, StreamResponse
-from .server import ConnectionLimit, HttpLimits, HttpServer, SharedConnectionLimit
+from .limits import ConnectionLimit, HttpLimits, SharedConnectionLimit
+from .server import HttpServer
 from .sse import EventStream
 
 __all__ = [
