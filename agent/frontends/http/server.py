@@ -25,7 +25,7 @@ import trio
 
 from agent.store.peer import peer_of
 
-from .connection import REASONS, Conn, Gone, Sink, encode_response, http_date
+from .connection import REASONS, Conn, Gone, Sink, encode_response, http_date, render_response
 from .limits import ConnectionLimit, HttpLimits, TcpPeer
 from .routing import Request, Response, Router, StreamResponse, error_response
 
@@ -168,12 +168,10 @@ class HttpServer:
     async def _run(self, conn: Conn) -> None:
         limits = self.limits
         h = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
-        first = True
+        idle = False  # the first request's head is due within header_timeout of the accept
         while not self.closing:
             conn.busy = False
-            idle = not first and not h.trailing_data[0]
             deadline = trio.current_time() + (limits.idle_timeout if idle else limits.header_timeout)
-            first = False
             # The head of the next request.
             while True:
                 try:
@@ -208,10 +206,17 @@ class HttpServer:
                 if body is not None:
                     await self._refuse(conn, h, *body)
                 return
-            keep = await self._answer(conn, h, event, body)
-            if not keep or h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+            if not await self._answer(conn, h, event, body):
                 return
-            h.start_next_cycle()
+            # The next request gets a fresh h11 connection, fed what is already buffered (the
+            # pipelined requests): the answer was written by render_response, not through h11.
+            data, closed = h.trailing_data
+            h = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+            idle = not data
+            if data:
+                h.receive_data(data)
+            if closed:
+                h.receive_data(b"")
 
     async def _answer(self, conn: Conn, h: h11.Connection, event: h11.Request, body: bytes) -> bool:
         """Route and answer one request; False when the connection must end after it."""
@@ -240,8 +245,10 @@ class HttpServer:
         return await self._respond(conn, h, result, event)
 
     async def _respond(self, conn: Conn, h: h11.Connection, response: Response, request: h11.Request) -> bool:
-        close = self.closing
-        await conn.send(encode_response(h, response, self.server_header, close=close, head=request.method == b"HEAD"))
+        # h11 read the whole request: DONE keeps the connection, MUST_CLOSE (HTTP/1.0,
+        # "Connection: close") ends it after this answer.
+        close = self.closing or h.their_state is not h11.DONE
+        await conn.send(render_response(response, self.server_header, close=close, head=request.method == b"HEAD"))
         return not close
 
     async def _refuse(self, conn: Conn, h: h11.Connection, status: int, why: str) -> None:
