@@ -39,7 +39,7 @@ class Conn:
     Resource handling: :meth:`aclose` closes the socket; the server calls it exactly once.
     """
 
-    __slots__ = ("raw", "stream", "peer", "number", "busy", "scope", "send_timeout", "waited")
+    __slots__ = ("raw", "stream", "peer", "number", "busy", "scope", "send_timeout", "waited", "pending")
 
     def __init__(self, raw: socket.socket, peer: Any, number: int, send_timeout: float) -> None:
         self.raw = raw
@@ -53,6 +53,8 @@ class Conn:
         self.scope: trio.CancelScope | None = None
         #: This request waited for the socket, so its answer need not yield again.
         self.waited = False
+        #: Answers to pipelined requests, sent together before the next wait for input.
+        self.pending: list[bytes] = []
 
     def describe(self) -> str:
         return self.peer.describe() if self.peer is not None else "an unknown peer"
@@ -78,8 +80,20 @@ class Conn:
             h.receive_data(data)
             return True
 
+    async def queue(self, data: bytes) -> None:
+        """Send ``data`` with the next write (at the latest before the connection waits for input)."""
+        self.pending.append(data)
+        if len(self.pending) >= 64:
+            await self.send(b"")
+
     async def send(self, data: bytes) -> None:
-        """Send all of ``data``; Gone when the client is gone or has not read for ``send_timeout``."""
+        """Send what is queued and ``data``; Gone when the client is gone or has not read for ``send_timeout``."""
+        if self.pending:
+            self.pending.append(data)
+            data = b"".join(self.pending)
+            self.pending.clear()
+            if not data:
+                return
         try:
             sent = self.raw.send(data)
         except BlockingIOError:

@@ -179,6 +179,8 @@ class HttpServer:
                 except h11.RemoteProtocolError as exc:
                     return await self._refuse(conn, h, exc.error_status_hint, _describe_error(exc))
                 if event is h11.NEED_DATA:
+                    if conn.pending:
+                        await conn.send(b"")
                     if await conn.receive(h, deadline) is None:  # deadline
                         if idle or not h.trailing_data[0]:
                             return  # nothing of a request came: close without a word
@@ -190,6 +192,7 @@ class HttpServer:
                     continue
                 break
             if type(event) is not h11.Request:
+                await conn.send(b"")  # what is queued, then the connection ends
                 return  # ConnectionClosed (or PAUSED, which cannot happen between cycles)
             conn.busy = True
             if event.http_version not in (b"1.1", b"1.0"):
@@ -217,6 +220,7 @@ class HttpServer:
                 h.receive_data(data)
             if closed:
                 h.receive_data(b"")
+        await conn.send(b"")  # the answers queued before shutdown
 
     async def _answer(self, conn: Conn, h: h11.Connection, event: h11.Request, body: bytes) -> bool:
         """Route and answer one request; False when the connection must end after it."""
@@ -248,13 +252,19 @@ class HttpServer:
         # h11 read the whole request: DONE keeps the connection, MUST_CLOSE (HTTP/1.0,
         # "Connection: close") ends it after this answer.
         close = self.closing or h.their_state is not h11.DONE
-        await conn.send(render_response(response, self.server_header, close=close, head=request.method == b"HEAD"))
+        answer = render_response(response, self.server_header, close=close, head=request.method == b"HEAD")
+        if close:
+            await conn.send(answer)
+        else:
+            await conn.queue(answer)
         return not close
 
     async def _refuse(self, conn: Conn, h: h11.Connection, status: int, why: str) -> None:
         """Answer a request that cannot be served (when h11 still lets us) and end the connection."""
         self.counts["errors"] += 1
-        if h.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        if h.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            await conn.send(b"")  # the answers queued before this request
+        else:
             code = _ERROR_CODES.get(status, "BAD_REQUEST")
             if status == 431:
                 why = f"the request head is larger than the limit of {self.limits.max_header_bytes} bytes"
@@ -283,6 +293,8 @@ async def read_body(conn: Conn, h: h11.Connection, request: h11.Request, limits:
         except h11.RemoteProtocolError as exc:
             return exc.error_status_hint, _describe_error(exc)
         if event is h11.NEED_DATA:
+            if conn.pending:
+                await conn.send(b"")
             if await conn.receive(h, deadline) is None:
                 return 408, f"the request body did not arrive within {limits.body_timeout:g} s"
             continue
