@@ -253,10 +253,10 @@ class HttpServer:
         # "Connection: close") ends it after this answer.
         close = self.closing or h.their_state is not h11.DONE
         answer = render_response(response, self.server_header, close=close, head=request.method == b"HEAD")
-        if close:
-            await conn.send(answer)
+        if close or not h.trailing_data[0]:
+            await conn.send(answer)  # with the answers queued before it
         else:
-            await conn.queue(answer)
+            await conn.queue(answer)  # more requests are already here (pipelined): answer them together
         return not close
 
     async def _refuse(self, conn: Conn, h: h11.Connection, status: int, why: str) -> None:
