@@ -153,9 +153,13 @@ def main() -> int:
                "--http", f"unix:{http_sock}", "--http", f"127.0.0.1:{port}"]
         agent = Server("agent", cmd, ndjson_sock, workdir, "bench-static-flagd").start(pinning)
         loadgen = build_loadgen(workdir)
-        ndjson = Load(loadgen, workdir, pinning)
-        http_unix = HttpLoad(loadgen, workdir, pinning)
-        http_tcp = HttpLoad(loadgen, workdir, pinning, port=port)
+        # Each generator its own directory: Load names its request files by count, not content.
+        dirs = [os.path.join(workdir, name) for name in ("ndjson", "http-unix", "http-tcp")]
+        for path in dirs:
+            os.mkdir(path)
+        ndjson = Load(loadgen, dirs[0], pinning)
+        http_unix = HttpLoad(loadgen, dirs[1], pinning)
+        http_tcp = HttpLoad(loadgen, dirs[2], pinning, port=port)
         target = HttpTarget(agent, http_sock, "agent (HTTP)")
 
         print(f"flagsock HTTP bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
