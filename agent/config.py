@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from agent.engine.rules.fractional import VERSIONS as FRACTIONAL_VERSIONS
 from agent.host.errors import StartupError
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE
 from protocol.framing import DEFAULT_MAX_LINE_BYTES
@@ -44,7 +45,7 @@ class ServeConfig:
     socket_group: str | None = None
     max_connections: int = attrs.field(default=1024, validator=_positive)
     max_line_bytes: int = attrs.field(default=DEFAULT_MAX_LINE_BYTES, validator=_positive)
-    fractional: str = attrs.field(default="v2", validator=_one_of("v2", "v3"))
+    fractional: str = attrs.field(default="v2", validator=_one_of(*FRACTIONAL_VERSIONS))
     invalid_flags: str = attrs.field(default="reject", validator=_one_of("reject", "isolate"))
     read_only: bool = False
     write_to: str | None = None
@@ -56,6 +57,12 @@ class ServeConfig:
     shutdown_timeout: float = attrs.field(default=3.0, validator=_positive)
     #: How long a send may wait on a client that does not read before it is disconnected.
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: KEY=VALUE pairs added under every evaluation context (flagd's -X), the request winning.
+    context_values: tuple[str, ...] = attrs.field(default=(), validator=lambda i, a, v: [parse_context_value(x) for x in v])
+    #: Seconds between fetches of an HTTP(S) flag source.
+    poll_interval: float = attrs.field(default=5.0, validator=_positive)
+    #: Where what must outlive the process is kept (the last good version of remote sources).
+    state_dir: str | None = attrs.field(factory=lambda: os.environ.get("STATE_DIRECTORY", "").split(":")[0] or None)
     #: Events a subscriber may leave unread before it is disconnected.
     subscriber_queue: int = attrs.field(default=DEFAULT_SUBSCRIBER_QUEUE, validator=_positive)
     #: HTTP listeners (``unix:PATH`` or ``HOST:PORT``): OFREP, its SSE stream and the probes.
@@ -65,10 +72,23 @@ class ServeConfig:
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
-_TUPLES = {"flags", "allow_write", "allow_write_group", "http"}
+_TUPLES = {"flags", "allow_write", "allow_write_group", "context_values", "http"}
 _INTS = {"max_connections", "max_line_bytes", "subscriber_queue"}
-_FLOATS = {"shutdown_timeout", "send_timeout"}
+_FLOATS = {"shutdown_timeout", "send_timeout", "poll_interval"}
 _BOOLS = {"read_only", "http_allow_remote"}
+
+
+def parse_context_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--context-value``; ConfigError naming the setting otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"context-value must be KEY=VALUE, not {text!r}")
+    return key.strip(), value
+
+
+def is_remote(source: str) -> bool:
+    """A ``--flags`` value naming a remote source (a URL) rather than a file."""
+    return "://" in source
 
 
 def parse_mode(text: str | int) -> int:
@@ -118,7 +138,7 @@ def _check_table(path: str, table: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{where} must be a string or a list of strings")
             if name == "flags":
-                value = [os.path.join(base, v) for v in value]
+                value = [v if is_remote(v) else os.path.join(base, v) for v in value]
             out[name] = tuple(value)
         elif name in _INTS:
             if type(value) is not int:
@@ -137,7 +157,7 @@ def _check_table(path: str, table: Mapping[str, Any]) -> dict[str, Any]:
         else:
             if not isinstance(value, str):
                 raise ConfigError(f"{where} must be a string, not {value!r}")
-            if name in ("socket", "write_to"):
+            if name in ("socket", "write_to", "state_dir"):
                 value = os.path.join(base, value)
             out[name] = value
     return out
@@ -158,7 +178,8 @@ def build_config(file_settings: Mapping[str, Any], cli_settings: Mapping[str, An
             check_http_address(address, allow_remote=config.http_allow_remote)
         except HttpAddressError as exc:
             raise ConfigError(str(exc)) from None
-    if config.write_to and os.path.abspath(config.write_to) not in {os.path.abspath(p) for p in config.flags}:
+    if config.write_to and os.path.abspath(config.write_to) not in {
+            os.path.abspath(p) for p in config.flags if not is_remote(p)}:
         raise ConfigError(f"write-to {config.write_to} is not one of the flag files "
                           f"({', '.join(config.flags) or 'none given'}); it must name one of them")
     return config

@@ -14,8 +14,11 @@ import sys
 from typing import Any
 
 from agent import __version__
+from protocol.messages import VALUE_TYPES
 from agent.cli.transport import CliError, events, request, socket_path
 
+#: agent.engine.rules.fractional.VERSIONS, spelt out: importing the engine would slow every client command.
+FRACTIONAL_VERSIONS = ("v1", "v2", "v3")
 EPILOG = """exit status: 0 ok, 1 refused or invalid, 2 bad usage or configuration, 3 agent unreachable.
 client commands find the agent with --socket, else $FLAGSOCK_SOCKET, else /run/flagsock/flagsock.sock.
 docs: README.md and docs/protocol.md"""
@@ -93,13 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            description="Serve flag files on a Unix socket until SIGTERM or SIGINT; SIGHUP reloads.")
     serve.add_argument("--config", metavar="FILE", help="TOML file with any of these settings (the command line wins)")
-    serve.add_argument("--flags", action="append", metavar="PATH", help="a flag file (repeat for several; later files win on a key)")
+    serve.add_argument("--flags", action="append", metavar="SOURCE",
+                       help="a flag file (JSON or YAML) or an http(s):// URL (repeat for several; later ones win on a key)")
+    serve.add_argument("--context-value", "-X", action="append", metavar="KEY=VALUE",
+                       help="add KEY to every evaluation context (repeatable; a request's own value wins), e.g. host=%%H")
+    serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between fetches of an http(s) source (default 5)")
+    serve.add_argument("--state-dir", metavar="DIR",
+                       help="where the last good version of remote sources is kept (default $STATE_DIRECTORY)")
     serve.add_argument("--socket", metavar="PATH", help="where to listen (optional under systemd socket activation)")
     serve.add_argument("--socket-mode", metavar="MODE", help="permissions of the socket file, octal (default 0660)")
     serve.add_argument("--socket-group", metavar="GROUP", help="group of the socket file")
     serve.add_argument("--max-connections", type=_positive_int, metavar="N", help="connections served at once (default 1024); more get BUSY")
     serve.add_argument("--max-line-bytes", type=_positive_int, metavar="N", help="longest request line (default 1048576)")
-    serve.add_argument("--fractional", choices=["v2", "v3"], help="fractional bucketing version (default v2)")
+    serve.add_argument("--fractional", choices=FRACTIONAL_VERSIONS, help="fractional bucketing: v2 as flagd "
+                       "since v0.15 (default), v1 as flagd up to v0.14, v3 as openfeature-flagd-core 2.x")
     serve.add_argument("--invalid-flags", choices=["reject", "isolate"],
                        help="reject: a file with a broken flag is refused whole (default); isolate: broken flags answer PARSE_ERROR")
     serve.add_argument("--read-only", action="store_const", const=True, help="refuse set and delete")
@@ -117,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check flag files offline",
                               description="Check flag files without an agent. Exit 0 when all are valid, else 1 with one line per problem.")
     validate.add_argument("paths", nargs="+", metavar="PATH")
-    validate.add_argument("--fractional", choices=["v2", "v3"], default="v2")
+    validate.add_argument("--fractional", choices=FRACTIONAL_VERSIONS, default="v2", help="as for serve (default v2)")
 
     def client(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description or help)
@@ -129,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("flag")
     get.add_argument("--user", metavar="ID", help="the targetingKey")
     get.add_argument("--context", type=_json_object("--context"), metavar="JSON", help="evaluation context, a JSON object (or @file)")
-    get.add_argument("--type", choices=["boolean", "string", "integer", "float", "object"], help="the value type you expect")
+    get.add_argument("--type", choices=VALUE_TYPES, help="the value type you expect")
     get.add_argument("--default", type=_json_arg("--default"), metavar="JSON", help="value to use when the flag has none")
     get.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
@@ -145,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     setp = client("set", "create or change a flag", "Create or change a flag; the answer comes once it is on disk.")
     setp.add_argument("flag")
-    mode = setp.add_mutually_exclusive_group(required=True)
+    mode = setp.add_mutually_exclusive_group()
     mode.add_argument("--on", dest="enabled", action="store_const", const=True, help="turn the flag on")
     mode.add_argument("--off", dest="enabled", action="store_const", const=False, help="turn the flag off")
     mode.add_argument("--definition", type=_json_object("--definition"), metavar="JSON", help="a flagd flag object (or @file)")
@@ -164,13 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    # `set --rollout 50` alone (without --on/--off/--definition) is a common wish: allow it.
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["set"] and not {"--on", "--off", "--definition"} & set(args_list) and (
-        "--rollout" in args_list or "--allow" in args_list
-    ):
-        args_list.append("--on")
-    args = parser.parse_args(args_list)
+    args = parser.parse_args(argv)
+    if args.command == "set" and args.enabled is None and args.definition is None:
+        # `set --rollout 50` alone is a common wish: a rollout or allow-list means "on".
+        if args.rollout is None and args.allow is None:
+            parser.error("set needs one of --on, --off, --definition, or --rollout / --allow (which mean --on)")
+        args.enabled = True
     try:
         return COMMANDS[args.command](args)
     except CliError as exc:
@@ -184,13 +193,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import agent.host.logs as logs
-    from agent.config import build_config, parse_mode, settings_from_toml
+    from agent.config import build_config, is_remote, parse_mode, settings_from_toml
     from agent.host.errors import StartupError
 
     try:
         file_settings = settings_from_toml(args.config) if args.config else {}
         cli = {
-            "flags": tuple(os.path.abspath(p) for p in args.flags) if args.flags else None,
+            "flags": tuple(p if is_remote(p) else os.path.abspath(p) for p in args.flags) if args.flags else None,
             "socket": args.socket,
             "socket_mode": parse_mode(args.socket_mode) if args.socket_mode is not None else None,
             "socket_group": args.socket_group,
@@ -205,6 +214,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "log_format": args.log_format,
             "log_level": args.log_level,
             "shutdown_timeout": args.shutdown_timeout,
+            "poll_interval": args.poll_interval,
+            "context_values": tuple(args.context_value) if args.context_value else None,
+            "state_dir": os.path.abspath(args.state_dir) if args.state_dir else None,
             "http": tuple(args.http) if args.http else None,
             "http_allow_remote": args.http_allow_remote,
         }

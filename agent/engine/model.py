@@ -14,8 +14,8 @@ from typing import Any
 import attrs
 import orjson
 
-# The five value types of flagd / OpenFeature.
-VALUE_TYPES = ("boolean", "string", "integer", "float", "object")
+from protocol.messages import VALUE_TYPES  # noqa: F401 (re-exported: the engine names its types here)
+
 
 # Reasons, with flagd's meanings.
 STATIC = "STATIC"

@@ -17,6 +17,8 @@ import pytest
 from agent.frontends.http import HttpLimits, HttpServer, bind_tcp, build_router
 from agent.host.listener import bind_unix
 from agent.frontends.stats import Stats
+from agent.sources.base import LoadOptions
+from agent.store.reloader import Reloader
 from agent.store.store import Store
 
 
@@ -39,11 +41,14 @@ class Served:
 
 @attrs.define
 class BareService:
-    """The least a frontend needs: a store (no sources) and counters."""
+    """The least a frontend needs: a store (no sources), its reloader and counters."""
 
     store: Store = attrs.field(factory=lambda: Store([]))
     stats: Stats = attrs.field(factory=Stats)
     version: str = "test"
+    context_values: dict = attrs.field(factory=dict)
+    reloader: Reloader = attrs.field(default=attrs.Factory(lambda self: Reloader(self.store, [], LoadOptions()),
+                                                           takes_self=True))
 
 
 @pytest.fixture

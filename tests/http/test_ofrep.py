@@ -189,3 +189,15 @@ async def test_sse_query_metadata_on_the_bulk_path_is_accepted(client):
     answer = await client.request("POST", BULK + "?flagConfigEtag=%22abc%22&flagConfigLastModified=1771622898",
                                   ofrep_body())
     assert answer.status == 200
+
+
+async def test_host_context_values_apply_and_the_request_wins(http_agent, tmp_path):
+    path = write_json(tmp_path / "flags.flagd.json", flags())
+    served = await http_agent([path], context_values=("email=ops@example.com",))
+    async with await RawHttp.tcp(served.port) as client:
+        answer = await evaluate(client, "string-flag", {"targetingKey": "u"})
+        assert answer.json()["value"] == "blue"  # the host's email matched the rule
+        answer = await evaluate(client, "string-flag", {"targetingKey": "u", "email": "a@other.org"})
+        assert answer.json()["value"] == "red"
+        bulk = await client.request("POST", BULK, ofrep_body({"targetingKey": "u"}))
+        assert {i["key"]: i for i in bulk.json()["flags"]}["string-flag"]["value"] == "blue"

@@ -22,6 +22,9 @@ every one, ``"isolate"`` loads the rest and the broken flags answer PARSE_ERROR.
 reported in ``problems`` all the same. A file that is
 empty, not JSON, not an object, not recognisably a flag file, or whose own ``metadata`` /
 ``$evaluators`` / ``flags`` member is malformed is always refused.
+
+Every problem is found before a file is refused (each flag, and within a flag each problem that
+does not hang on another), so one run of ``flagsock validate`` tells an author all there is to fix.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import orjson
 
 from agent.engine.formats.flagd import FlagdCompiler
 from agent.engine.formats.simple import compile_simple_flag
+from agent.engine.formats.yaml import YamlProblem, is_yaml, load_yaml
+from agent.engine.formats.yaml import problem as yaml_problem
 from agent.engine.model import (
     EMPTY,
     CompiledFlag,
@@ -44,6 +49,7 @@ from agent.engine.model import (
     fingerprint,
 )
 from agent.engine.rules.errors import Where, render
+from agent.engine.rules.fractional import VERSIONS as FRACTIONAL_VERSIONS
 from agent.engine.schema import FileSpec, json_type, structure
 from agent.engine.tables import broken_table
 
@@ -82,7 +88,7 @@ def parse_flag_document(
     Args:
         data: the file's bytes (UTF-8 JSON; a leading BOM is tolerated).
         source: the file's name, as problems should name it.
-        fractional: bucketing version of flagd ``fractional`` rules, "v2" or "v3".
+        fractional: bucketing version of flagd ``fractional`` rules, "v1", "v2" or "v3".
         invalid_flags: "reject" (any broken flag refuses the file) or "isolate".
         reuse: the previous parse of this source: flags whose JSON and whose file context are
             byte for byte the same are taken from it, not compiled again (an edit of a large
@@ -91,8 +97,8 @@ def parse_flag_document(
     Raises:
         FlagFileError: the file cannot be served (see the module docstring).
     """
-    if fractional not in ("v2", "v3"):
-        raise ValueError(f'fractional must be "v2" or "v3", not {fractional!r}')
+    if fractional not in FRACTIONAL_VERSIONS:
+        raise ValueError(f"fractional must be one of {', '.join(FRACTIONAL_VERSIONS)}, not {fractional!r}")
     if invalid_flags not in ("reject", "isolate"):
         raise ValueError(f'invalid_flags must be "reject" or "isolate", not {invalid_flags!r}')
     doc = _decode(data, source)
@@ -119,6 +125,14 @@ def _decode(data: bytes, source: str) -> dict:
         data = data[3:]
     if not data.strip():
         raise refuse("file is empty")
+    if is_yaml(source):
+        try:
+            doc = load_yaml(data, source)
+        except YamlProblem as exc:
+            raise FlagFileError([yaml_problem(source, exc)]) from None
+        if type(doc) is not dict:
+            raise refuse(f"a flag file must be a mapping, got {json_type(doc)}")
+        return doc
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -221,7 +235,9 @@ class _DocumentReader(_Reader):
         for p in problems:
             self.file_problem(p.path, p.message)
         self.metadata = spec.metadata if spec else EMPTY
-        evaluators = spec.evaluators if spec else EMPTY
+        # A broken file is refused whole, but its flags are still checked so that every problem
+        # is told at once; against the evaluators that are well formed, as if the others were not there.
+        evaluators = spec.evaluators if spec else _well_formed(doc.get("$evaluators"))
         flags = doc["flags"]
         if type(flags) is list:
             self.format = "flagd"
@@ -256,8 +272,6 @@ class _DocumentReader(_Reader):
 
     def entries(self) -> Iterator[tuple[str, Any, Where, str]]:
         flags = self.doc["flags"]
-        if self.fatal:
-            return
         if type(flags) is dict:
             for key, raw in flags.items():
                 path = ("$.flags", key)  # rendered as text only for a problem
@@ -266,6 +280,8 @@ class _DocumentReader(_Reader):
                     continue
                 yield key, raw, path, self.kind(raw)
             return
+        if type(flags) is not list:
+            return  # a file problem already
         seen: dict[str, str] = {}
         for i, raw in enumerate(flags):
             path = f"$.flags[{i}]"
@@ -281,3 +297,9 @@ class _DocumentReader(_Reader):
                 continue
             seen[key] = path
             yield key, raw, path, self.kind(raw)
+
+
+def _well_formed(evaluators: Any) -> Mapping[str, Any]:
+    if type(evaluators) is not dict:
+        return EMPTY
+    return {name: rule for name, rule in evaluators.items() if name and type(rule) is dict}

@@ -30,10 +30,11 @@ import orjson
 
 from agent.engine.evaluate import NO_DEFAULT, evaluate
 from agent.engine.model import canonical_json
+from agent.store.snapshot import SelectorError, flag_set_of
 
 from .routing import JSON, Request, Response, json_response
 
-__all__ = ["Ofrep", "SELECTOR_HEADER", "parse_selector"]
+__all__ = ["Ofrep", "SELECTOR_HEADER", "request_selector"]
 
 SELECTOR_HEADER = "flagd-selector"
 EVENTS_PATH = "/ofrep/v1/events"
@@ -41,29 +42,12 @@ _FAILURE_STATUS = {"FLAG_NOT_FOUND": 404}
 _NO_VIEW_CACHE = 64
 
 
-class SelectorError(ValueError):
-    pass
-
-
-def parse_selector(text: str | None) -> str | None:
-    """The flag set named by a ``Flagd-Selector`` value (``flagSetId=ID``); None for all flags.
-
-    Raises:
-        SelectorError: another form.
-    """
-    if text is None:
+def request_selector(request: Request) -> str | None:
+    """The ``Flagd-Selector`` header (None when absent or blank), passed on to ``Snapshot.select``."""
+    text = request.headers.get(SELECTOR_HEADER)
+    if text is None or not text.strip():
         return None
-    text = text.strip()
-    if not text:
-        return None
-    name, sep, value = text.partition("=")
-    if sep and name.strip() == "flagSetId" and value.strip():
-        return value.strip()
-    raise SelectorError(f"the Flagd-Selector header must be flagSetId=ID, not {text[:100]!r}")
-
-
-def in_set(flag: Any, flag_set: str | None) -> bool:
-    return flag_set is None or flag.metadata.get("flagSetId") == flag_set
+    return text.strip()
 
 
 class Ofrep:
@@ -86,38 +70,47 @@ class Ofrep:
 
     # -- helpers shared with the event stream ------------------------------------------------
 
-    def config_tag(self, revision: int, flag_set: str | None) -> str:
-        """A token for "the flags served at ``revision`` in ``flag_set``" (the SSE ``etag``)."""
-        digest = hashlib.blake2b(b"%d\0%s" % (revision, (flag_set or "").encode()), key=self.salt, digest_size=8)
+    def config_tag(self, revision: int, selector: str | None) -> str:
+        """A token for "the flags served at ``revision`` under ``selector``" (the SSE ``etag``)."""
+        digest = hashlib.blake2b(b"%d\0%s" % (revision, (selector or "").encode()), key=self.salt, digest_size=8)
         return digest.hexdigest()
 
-    def _view(self, snapshot: Any, flag_set: str | None) -> tuple[tuple[str, ...], bool]:
-        """The keys in view for ``flag_set`` and whether any of them reads the clock (cached per revision)."""
+    def _with_host(self, context: dict | None) -> dict | None:
+        """The request's context over the host's (``--context-value``): the request wins on a key.
+        The host's part is fixed for the life of the process, which the ETag's salt covers."""
+        base = getattr(self.service, "context_values", None)
+        if not base:
+            return context
+        return {**base, **context} if context else dict(base)
+
+    def _view(self, snapshot: Any, selector: str | None) -> tuple[Any, bool]:
+        """The flags ``selector`` sees and whether any reads the clock (cached per revision).
+
+        Raises:
+            SelectorError: the selector is not ``flagSetId=ID``.
+        """
         if snapshot.revision != self._views_revision:
             self._views.clear()
             self._views_revision = snapshot.revision
-        view = self._views.get((snapshot.revision, flag_set))
+        view = self._views.get((snapshot.revision, selector))
         if view is None:
-            flags = snapshot.flags
-            keys = tuple(k for k, f in flags.items() if in_set(f, flag_set))
-            view = (keys, any(getattr(flags[k], "reads_clock", False) for k in keys))
+            flags = snapshot.select(selector)
+            view = (flags, any(getattr(flag, "reads_clock", False) for flag in flags.values()))
             if len(self._views) < _NO_VIEW_CACHE:
-                self._views[(snapshot.revision, flag_set)] = view
+                self._views[(snapshot.revision, selector)] = view
         return view
 
     # -- requests ----------------------------------------------------------------------------
 
     def evaluate_flag(self, request: Request) -> Response:
         key = request.params["key"]
+        selector = request_selector(request)
         try:
-            flag_set = parse_selector(request.headers.get(SELECTOR_HEADER))
-            context = read_context(request.body)
-        except ValueError as exc:
+            context = self._with_host(read_context(request.body))
+            snapshot = self.service.store.snapshot
+            flags = snapshot.flags if selector is None else snapshot.select(selector)
+        except (ContextError, SelectorError) as exc:
             return _failure(400, key, "INVALID_CONTEXT" if isinstance(exc, ContextError) else "GENERAL", str(exc))
-        flags = self.service.store.snapshot.flags
-        flag = flags.get(key)
-        if flag is not None and not in_set(flag, flag_set):
-            flags = {}
         res = evaluate(flags, key, context)
         code = res.error_code
         if code is not None:
@@ -131,33 +124,32 @@ class Ofrep:
         return Response(200, orjson.dumps(body), JSON)
 
     def evaluate_all(self, request: Request) -> Response:
+        selector = request_selector(request)
+        snapshot = self.service.store.snapshot
         try:
-            flag_set = parse_selector(request.headers.get(SELECTOR_HEADER))
-            context = read_context(request.body)
-        except ValueError as exc:
+            body_context = read_context(request.body)
+            context = self._with_host(body_context)
+            flags, reads_clock = self._view(snapshot, selector)
+        except (ContextError, SelectorError) as exc:
             code = "INVALID_CONTEXT" if isinstance(exc, ContextError) else "GENERAL"
             return json_response(400, {"errorCode": code, "errorDetails": str(exc)})
-        snapshot = self.service.store.snapshot
-        keys, reads_clock = self._view(snapshot, flag_set)
-        config = self.config_tag(snapshot.revision, flag_set)
+        config = self.config_tag(snapshot.revision, selector)
         wanted = request.headers.get("if-none-match")
         if not reads_clock:
-            context_digest = hashlib.blake2b(canonical_json(context or {}), digest_size=8).hexdigest()
+            context_digest = hashlib.blake2b(canonical_json(body_context or {}), digest_size=8).hexdigest()
             etag = f'"{config}.{context_digest}"'
             if wanted is not None and _matches(wanted, etag):
                 return Response(304, b"", None, (("etag", etag),))
-        body = orjson.dumps(self._bulk_body(snapshot, keys, context, flag_set))
+        body = orjson.dumps(self._bulk_body(snapshot, flags, context, selector))
         if reads_clock:
             etag = f'"{config}.t{hashlib.blake2b(body, digest_size=8).hexdigest()}"'
             if wanted is not None and _matches(wanted, etag):
                 return Response(304, b"", None, (("etag", etag),))
         return Response(200, body, JSON, (("etag", etag),))
 
-    def _bulk_body(self, snapshot: Any, keys: tuple[str, ...], context: dict | None,
-                   flag_set: str | None) -> dict[str, Any]:
-        flags = snapshot.flags
+    def _bulk_body(self, snapshot: Any, flags: Any, context: dict | None, selector: str | None) -> dict[str, Any]:
         items: list[dict[str, Any]] = []
-        for key in keys:
+        for key in flags:
             res = evaluate(flags, key, context)
             if res.error_code is not None:
                 items.append({"key": key, "errorCode": res.error_code,
@@ -167,7 +159,8 @@ class Ofrep:
             else:
                 items.append({"key": key, "value": res.value, "reason": res.reason, "variant": res.variant,
                               "metadata": res.metadata})
-        uri = self.events_path if flag_set is None else f"{self.events_path}?flagSetId={quote(flag_set, safe='')}"
+        uri = (self.events_path if selector is None
+               else f"{self.events_path}?flagSetId={quote(flag_set_of(selector), safe='')}")
         return {
             "flags": items,
             "metadata": {"revision": snapshot.revision},

@@ -26,7 +26,9 @@ from urllib.parse import parse_qs
 import orjson
 import trio
 
-from .ofrep import SELECTOR_HEADER, Ofrep, SelectorError, parse_selector
+from agent.store.snapshot import SelectorError, flag_set_of
+
+from .ofrep import Ofrep, request_selector
 from .routing import Request, Response, StreamResponse, StreamSink, error_response
 
 __all__ = ["EventStream"]
@@ -57,27 +59,27 @@ class EventStream:
         return f"{self.run_id}-{revision}"
 
     def handle(self, request: Request) -> Response | StreamResponse:
+        query = parse_qs(request.query, keep_blank_values=True)
+        selector = f"flagSetId={query['flagSetId'][-1]}" if "flagSetId" in query else request_selector(request)
         try:
-            query = parse_qs(request.query, keep_blank_values=True)
-            flag_set = query["flagSetId"][-1] if "flagSetId" in query else None
-            if flag_set is None:
-                flag_set = parse_selector(request.headers.get(SELECTOR_HEADER))
-        except (SelectorError, ValueError) as exc:
+            if selector is not None:
+                flag_set_of(selector)
+        except SelectorError as exc:
             return error_response(400, "GENERAL", str(exc))
         last_id = request.headers.get("last-event-id")
 
         async def run(sink: StreamSink) -> None:
-            await self._run(sink, flag_set, last_id)
+            await self._run(sink, selector, last_id)
 
         return StreamResponse(200, CONTENT_TYPE, run, (("x-accel-buffering", "no"),))
 
-    def _event(self, flag_set: str | None) -> bytes:
+    def _event(self, selector: str | None) -> bytes:
         snap = self.service.store.snapshot
-        data = {"type": "refetchEvaluation", "etag": f'"{self.ofrep.config_tag(snap.revision, flag_set)}"',
+        data = {"type": "refetchEvaluation", "etag": f'"{self.ofrep.config_tag(snap.revision, selector)}"',
                 "lastModified": int(snap.loaded_at)}
         return b"id: %s\nevent: message\ndata: %s\n\n" % (self.event_id(snap.revision).encode(), orjson.dumps(data))
 
-    async def _run(self, sink: StreamSink, flag_set: str | None, last_id: str | None) -> None:
+    async def _run(self, sink: StreamSink, selector: str | None, last_id: str | None) -> None:
         store = self.service.store
         sub = store.subscribe()  # before reading the revision, so that no change falls between
         self.open_streams += 1
@@ -88,7 +90,7 @@ class EventStream:
             hello = b"retry: %d\nid: %s\n: flagsock change stream, revision %d\n\n" % (
                 self.retry_ms, self.event_id(sent).encode(), sent)
             if last_id is not None and last_id.strip() != self.event_id(sent):
-                hello += self._event(flag_set)
+                hello += self._event(selector)
             await sink.send(hello)
             while True:
                 event = None
@@ -101,7 +103,7 @@ class EventStream:
                     await sink.send(b": keep-alive\n\n")
                 elif event.get("event") == "changed" and store.snapshot.revision > sent:
                     sent = store.snapshot.revision
-                    await sink.send(self._event(flag_set))
+                    await sink.send(self._event(selector))
         finally:
             self.open_streams -= 1
             store.unsubscribe(sub)
