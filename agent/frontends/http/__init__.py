@@ -1,13 +1,14 @@
-"""The HTTP/1.1 frontend: OFREP, its SSE change stream and the probes, over the agent's service.
+"""The HTTP/1.1 frontend: OFREP, its SSE change stream and the probes, over the agent's Service.
 
-The daemon wires it as::
+The daemon (``agent/daemon.py``, ``open_http_listeners``) wires it as::
 
-    address = check_http_address(text, allow_remote=config.http_allow_remote)   # at start: exit 2
-    sock = bind_tcp(address.host, address.port)  # or the Unix binder for address.path
-    server = HttpServer(build_router(service), sock, limits=HttpLimits(), connections=shared_cap)
+    check_http_address(text, allow_remote=config.http_allow_remote)   # build_config: exit 2
+    sock = bind_tcp(host, port)            # or host.listener.bind_unix(path, ...).sock
+    server = HttpServer(build_router(service), sock, limits=HttpLimits(send_timeout=...),
+                        connections=SharedConnectionLimit(service.stats, config.max_connections))
     await nursery.start(server.serve)
     ...
-    server.shutdown(); await server.wait_connections_closed()
+    server.shutdown(); store.close_subscribers(); await server.wait_connections_closed()
 """
 
 from __future__ import annotations
