@@ -72,13 +72,17 @@ class ServeConfig:
     etcd_ca: str | None = None
     etcd_cert: str | None = None
     etcd_key: str | None = None
+    #: HTTP listeners (``unix:PATH`` or ``HOST:PORT``): OFREP, its SSE stream and the probes.
+    http: tuple[str, ...] = ()
+    #: Allow an HTTP host that is not loopback.
+    http_allow_remote: bool = False
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
-_TUPLES = {"flags", "allow_write", "allow_write_group", "context_values"}
+_TUPLES = {"flags", "allow_write", "allow_write_group", "context_values", "http"}
 _INTS = {"max_connections", "max_line_bytes", "subscriber_queue"}
 _FLOATS = {"shutdown_timeout", "send_timeout", "poll_interval"}
-_BOOLS = {"read_only"}
+_BOOLS = {"read_only", "http_allow_remote"}
 _ETCD_FILES = ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
 
 
@@ -189,6 +193,13 @@ def build_config(file_settings: Mapping[str, Any], cli_settings: Mapping[str, An
     except TypeError as exc:  # only reachable through a programming error in the CLI
         raise ConfigError(str(exc)) from None
     _check_etcd(config)
+    from agent.frontends.http.address import HttpAddressError, check_http_address
+
+    for address in config.http:
+        try:
+            check_http_address(address, allow_remote=config.http_allow_remote)
+        except HttpAddressError as exc:
+            raise ConfigError(str(exc)) from None
     if config.write_to and _absolute(config.write_to) not in {_absolute(p) for p in config.flags}:
         raise ConfigError(f"write-to {config.write_to} is not one of the flag files "
                           f"({', '.join(config.flags) or 'none given'}); it must name one of them")

@@ -22,6 +22,8 @@ import trio
 from agent import __version__
 from agent.config import ConfigError, ServeConfig, is_remote, parse_context_value
 from agent.frontends.access import WriteAccess
+from agent.frontends.http import (HttpLimits, HttpServer, SharedConnectionLimit, bind_tcp, build_router,
+                                  check_http_address)
 from agent.frontends.ndjson.server import Server
 from agent.frontends.service import Service
 from agent.host import systemd
@@ -100,6 +102,8 @@ class Running:
     server: Server
     bound: BoundSocket
     _stop: trio.Event
+    #: The HTTP frontends (``--http``), in the order given.
+    http: list[HttpListener] = attrs.Factory(list)
 
     @property
     def socket_path(self) -> str | None:
@@ -107,6 +111,56 @@ class Running:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+@attrs.define
+class HttpListener:
+    """One ``--http`` address served: its server and socket (``port`` for TCP, ``path`` for Unix)."""
+
+    server: HttpServer
+    sock: Any
+    bound: BoundSocket | None = None
+    port: int | None = None
+
+    @property
+    def path(self) -> str | None:
+        return self.bound.path if self.bound is not None else None
+
+    def close(self) -> None:
+        if self.bound is not None:
+            self.bound.cleanup()
+        self.sock.close()
+
+
+def open_http_listeners(config: ServeConfig, service: Service, socket_gid: int | None) -> list[HttpListener]:
+    """Bind every ``--http`` address (build_config checked them) and build its server, all
+    sharing the NDJSON server's connection cap.
+
+    Resource handling: on failure the sockets bound so far are closed before the error leaves.
+    """
+    listeners: list[HttpListener] = []
+    if not config.http:
+        return listeners
+    router = build_router(service)
+    shared = SharedConnectionLimit(service.stats, config.max_connections)
+    limits = HttpLimits(send_timeout=config.send_timeout)
+    try:
+        for text in config.http:
+            address = check_http_address(text, allow_remote=config.http_allow_remote)
+            if address.path is not None:
+                bound = bind_unix(address.path, mode=config.socket_mode, gid=socket_gid)
+                sock, port = bound.sock, None
+            else:
+                bound, sock = None, bind_tcp(address.host, address.port)
+                port = sock.getsockname()[1]
+            server = HttpServer(router, sock, limits=limits, connections=shared,
+                                server_header=f"flagsock/{__version__}")
+            listeners.append(HttpListener(server, sock, bound, port))
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
 
 
 def status_line(store: Store) -> str:
@@ -227,6 +281,7 @@ async def run_agent(
         if first.errors:
             log.warning("started without some flags: %s", "; ".join(first.errors))
         bound = open_listener(config, inherited, settings.socket_gid)
+        http: list[HttpListener] = []
         try:
             service = Service(
                 store=store, reloader=reloader, version=__version__,
@@ -237,27 +292,37 @@ async def run_agent(
             )
             server = Server(service, bound.sock, max_connections=config.max_connections,
                             max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)
+            http = open_http_listeners(config, service, settings.socket_gid)
             reloader.on_reload.append(lambda result: notifier.status(status_line(store)))
             async with trio.open_nursery() as nursery:
                 if signals is not None:
                     nursery.start_soon(_handle_signals, signals, reloader, notifier, store, stop)
                 await nursery.start(server.serve)
+                for listener in http:
+                    await nursery.start(listener.server.serve)
+                    log.info("serving HTTP (OFREP, SSE, probes) on %s", listener.path or f"port {listener.port}")
                 await _watch_sources(nursery, sources, reloader)
                 await nursery.start(systemd.run_watchdog, notifier)
                 log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",
                          status_line(store))
                 notifier.ready(status_line(store))
-                task_status.started(Running(service, server, bound, stop))
+                task_status.started(Running(service, server, bound, stop, http))
                 await stop.wait()
                 notifier.stopping()
                 log.info("stopping: no new connections; %d open get %.1f s to finish",
                          server.connection_count, config.shutdown_timeout)
                 server.shutdown()
+                for listener in http:
+                    listener.server.shutdown()
                 store.close_subscribers()
                 with trio.move_on_after(config.shutdown_timeout):
                     await server.wait_connections_closed()
+                    for listener in http:
+                        await listener.server.wait_connections_closed()
                 nursery.cancel_scope.cancel()
         finally:
+            for listener in http:
+                listener.close()
             bound.cleanup()
             if bound.owned:
                 bound.sock.close()

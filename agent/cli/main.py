@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-write-group", action="append", metavar="GROUP", help="a group whose members may write (repeatable)")
     serve.add_argument("--log-format", choices=["auto", "text", "journal", "json"], help="default auto: journal under systemd, else text")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    serve.add_argument("--http", action="append", metavar="ADDR",
+                       help="also serve HTTP (OFREP, SSE, probes) on unix:PATH or HOST:PORT (repeatable)")
+    serve.add_argument("--http-allow-remote", action="store_const", const=True,
+                       help="allow an --http host that is not loopback (the agent then answers other machines)")
     serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="time in-flight requests get after SIGTERM (default 3)")
 
     validate = sub.add_parser("validate", help="check flag files offline",
@@ -237,6 +241,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             **{name: os.path.abspath(value) if value else None
                for name in ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
                for value in [getattr(args, name)]},
+            "http": tuple(args.http) if args.http else None,
+            "http_allow_remote": args.http_allow_remote,
         }
         config = build_config(file_settings, cli)
     except StartupError as exc:

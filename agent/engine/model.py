@@ -163,6 +163,9 @@ class CompiledFlag:
     static: Mapping[str | None, Resolution | None] | None = attrs.field(eq=False, repr=False)
     resolver: Resolver | None = attrs.field(eq=False, repr=False, default=None)
     problems: tuple[Problem, ...] = attrs.field(eq=False, default=())
+    #: Whether the answer can change with the clock (a rule that reads ``$flagd.timestamp``):
+    #: the HTTP frontend's ETag must then cover the answer itself.
+    reads_clock: bool = attrs.field(eq=False, default=False)
 
     @property
     def broken(self) -> bool:

@@ -87,6 +87,7 @@ class FlagdCompiler:
             key=key, value_type=_value_type(variants), variants=variants, default_variant=default,
             metadata=metadata, enabled=enabled, source=self.source, format="flagd",
             fingerprint=digest, static=static, resolver=resolver,
+            reads_clock=resolver is not None and rule.reads_clock,
         )
 
     def _compile_targeting(self, key: str, targeting: dict | None, path: Where, found: list[Problem],
