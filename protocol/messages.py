@@ -14,6 +14,9 @@ from typing import Any
 
 from .errors import BadRequest
 
+#: The five value types of flagd and OpenFeature, as a request's "type" names them.
+VALUE_TYPES = ("boolean", "string", "integer", "float", "object")
+
 Loads = Callable[[bytes], Any]
 Dumps = Callable[[Any], bytes]
 

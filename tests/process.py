@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,14 +51,25 @@ class AgentProcess:
         self.socket_path = socket_path or args[args.index("--socket") + 1]
         self.wait = wait
         self.proc: subprocess.Popen | None = None
+        # The agent's output goes to a file, not a pipe: a pipe nobody reads until stop() fills
+        # up (64 KiB) and then blocks the agent in the middle of whatever it was logging.
+        self._output = tempfile.TemporaryFile(mode="w+")
 
     def __enter__(self) -> "AgentProcess":
-        self.proc = subprocess.Popen([*FLAGSOCK, "serve", *self.args], env=self.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True,
+        self.proc = subprocess.Popen([*FLAGSOCK, "serve", *self.args], env=self.env, stdout=self._output,
+                                     stderr=subprocess.STDOUT, text=True,
                                      cwd=Path(__file__).resolve().parents[1])
         if self.wait:
-            wait_for_socket(self.socket_path, self.proc)
+            try:
+                wait_for_socket(self.socket_path, self.proc)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; agent output: {self.output()}") from None
         return self
+
+    def output(self) -> str:
+        """Everything the agent wrote so far (stdout and stderr, interleaved)."""
+        self._output.seek(0)
+        return self._output.read()
 
     def send_signal(self, signum: int) -> None:
         assert self.proc is not None
@@ -68,14 +80,15 @@ class AgentProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
         try:
-            _, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-            raise AssertionError(f"agent did not stop within {timeout} s after {signum}: {err}")
-        return self.proc.returncode, err
+            self.proc.wait()
+            raise AssertionError(f"agent did not stop within {timeout} s after {signum}: {self.output()}")
+        return self.proc.returncode, self.output()
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.wait()
+        self._output.close()

@@ -14,9 +14,13 @@ import sys
 from typing import Any
 
 from agent import __version__
+from protocol.messages import VALUE_TYPES
 from agent.cli.transport import CliError, events, request, socket_path
-from agent.engine.limits import LOAD_TIMEOUT, MAX_BYTES, MAX_DEPTH, MAX_FLAGS, MAX_RULE_NODES, MIN_DEPTH
+from agent.cli.limits import DOCUMENT_LIMITS, add_limit_options, document_limits, positive_seconds
+from agent.engine.limits import LOAD_TIMEOUT
 
+#: agent.engine.rules.fractional.VERSIONS, spelt out: importing the engine would slow every client command.
+FRACTIONAL_VERSIONS = ("v1", "v2", "v3")
 EPILOG = """exit status: 0 ok, 1 refused or invalid, 2 bad usage or configuration, 3 agent unreachable.
 client commands find the agent with --socket, else $FLAGSOCK_SOCKET, else /run/flagsock/flagsock.sock.
 docs: README.md and docs/protocol.md"""
@@ -76,34 +80,15 @@ def _whole_number(minimum: int, what: str):
 
 
 _positive_int = _whole_number(1, "expected a whole number of at least 1")
-_depth = _whole_number(MIN_DEPTH, f"--max-depth takes a whole number of at least {MIN_DEPTH}")
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds greater than 0, not {text}")
-    return value
-
-
-def add_limit_options(parser: argparse.ArgumentParser, *, serve: bool) -> None:
-    """The limits of one flag document, the same for ``serve`` and ``validate``."""
-    parser.add_argument("--max-depth", type=_depth, metavar="N",
-                        help=f"deepest JSON nesting of a flag file and a set definition (default {MAX_DEPTH})")
-    parser.add_argument("--max-file-bytes", type=_positive_int, metavar="N",
-                        help=f"largest flag file read (default {MAX_BYTES})")
-    parser.add_argument("--max-flags", type=_positive_int, metavar="N",
-                        help=f"most flags in one flag file (default {MAX_FLAGS})")
-    parser.add_argument("--max-rule-nodes", type=_positive_int, metavar="N",
-                        help=f"most nodes one targeting rule may expand to with its $refs (default {MAX_RULE_NODES})")
-    if serve:
-        parser.add_argument("--load-timeout", type=_positive_seconds, metavar="SECONDS",
-                            help=f"a flag source still loading after this long is an error of that source "
-                                 f"(default {LOAD_TIMEOUT:g})")
 _revision = _whole_number(0, "--if-revision takes a revision number")
+#: serve's HTTP limits: option, type, metavar, help (HttpLimits' defaults, spelt out: importing it is slow).
+HTTP_LIMITS = (
+    ("--http-max-header-bytes", _positive_int, "N", "largest HTTP request head (default 16384); larger gets 431"),
+    ("--http-max-body-bytes", _positive_int, "N", "largest HTTP request body (default 1048576); larger gets 413"),
+    ("--http-header-timeout", float, "SECONDS", "time to send an HTTP request head (default 10); then 408"),
+    ("--http-body-timeout", float, "SECONDS", "time to send an HTTP request body (default 30); then 408"),
+    ("--http-idle-timeout", float, "SECONDS", "time a kept-alive HTTP connection may idle (default 75)"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,13 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            description="Serve flag files on a Unix socket until SIGTERM or SIGINT; SIGHUP reloads.")
     serve.add_argument("--config", metavar="FILE", help="TOML file with any of these settings (the command line wins)")
-    serve.add_argument("--flags", action="append", metavar="PATH", help="a flag file (repeat for several; later files win on a key)")
+    serve.add_argument("--flags", action="append", metavar="SOURCE",
+                       help="a flag file (JSON or YAML), an http(s):// URL, or etcd://HOST:PORT[,HOST:PORT...]/PREFIX "
+                            "(repeat for several; later ones win on a key)")
+    serve.add_argument("--etcd-user", metavar="USER", help="etcd user for etcd:// sources (with --etcd-password-file)")
+    serve.add_argument("--etcd-password-file", metavar="FILE", help="file holding the etcd user's password")
+    serve.add_argument("--etcd-ca", metavar="FILE", help="CA certificate(s) to verify etcd with (switches etcd to https)")
+    serve.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd (with --etcd-key)")
+    serve.add_argument("--etcd-key", metavar="FILE", help="key of the etcd client certificate")
+    serve.add_argument("--context-value", "-X", action="append", metavar="KEY=VALUE",
+                       help="add KEY to every evaluation context (repeatable; a request's own value wins), e.g. host=%%H")
+    serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between fetches of an http(s) source (default 5)")
+    serve.add_argument("--state-dir", metavar="DIR",
+                       help="where the last good version of remote sources is kept (default $STATE_DIRECTORY)")
     serve.add_argument("--socket", metavar="PATH", help="where to listen (optional under systemd socket activation)")
     serve.add_argument("--socket-mode", metavar="MODE", help="permissions of the socket file, octal (default 0660)")
     serve.add_argument("--socket-group", metavar="GROUP", help="group of the socket file")
     serve.add_argument("--max-connections", type=_positive_int, metavar="N", help="connections served at once (default 1024); more get BUSY")
     serve.add_argument("--max-line-bytes", type=_positive_int, metavar="N", help="longest request line (default 1048576)")
-    serve.add_argument("--fractional", choices=["v2", "v3"], help="fractional bucketing version (default v2)")
+    serve.add_argument("--fractional", choices=FRACTIONAL_VERSIONS, help="fractional bucketing: v2 as flagd "
+                       "since v0.15 (default), v1 as flagd up to v0.14, v3 as openfeature-flagd-core 2.x")
     serve.add_argument("--invalid-flags", choices=["reject", "isolate"],
                        help="reject: a file with a broken flag is refused whole (default); isolate: broken flags answer PARSE_ERROR")
     serve.add_argument("--read-only", action="store_const", const=True, help="refuse set and delete")
@@ -136,14 +134,36 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-write-group", action="append", metavar="GROUP", help="a group whose members may write (repeatable)")
     serve.add_argument("--log-format", choices=["auto", "text", "journal", "json"], help="default auto: journal under systemd, else text")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    serve.add_argument("--http", action="append", metavar="ADDR",
+                       help="also serve HTTP (OFREP, SSE, probes) on unix:PATH or HOST:PORT (repeatable)")
+    serve.add_argument("--http-allow-remote", action="store_const", const=True,
+                       help="allow an HTTP address that is not loopback, in --http or a socket systemd passes in "
+                            "named http (the agent then answers other machines)")
+    for option, kind, metavar, text in HTTP_LIMITS:
+        serve.add_argument(option, type=kind, metavar=metavar, help=text)
     serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="time in-flight requests get after SIGTERM (default 3)")
-    add_limit_options(serve, serve=True)
+    add_limit_options(serve)
+    serve.add_argument("--load-timeout", type=positive_seconds, metavar="SECONDS", help="a flag source still "
+                       f"loading after this long is an error of that source (default {LOAD_TIMEOUT:g})")
 
     validate = sub.add_parser("validate", help="check flag files offline",
                               description="Check flag files without an agent. Exit 0 when all are valid, else 1 with one line per problem.")
     validate.add_argument("paths", nargs="+", metavar="PATH")
-    validate.add_argument("--fractional", choices=["v2", "v3"], default="v2")
-    add_limit_options(validate, serve=False)
+    validate.add_argument("--fractional", choices=FRACTIONAL_VERSIONS, default="v2", help="as for serve (default v2)")
+    add_limit_options(validate)
+
+    publish = sub.add_parser("publish", help="validate a flag file and write it into an etcd prefix",
+                             description="Validate FILE and write its flags into the etcd prefix in one transaction "
+                                         "(exit 0; 1 with one line per problem and nothing written; 3 etcd unreachable).")
+    publish.add_argument("file", metavar="FILE")
+    publish.add_argument("--to", required=True, metavar="etcd://HOST:PORT[,HOST:PORT...]/PREFIX")
+    publish.add_argument("--prune", action="store_true", help="also delete the flags the file no longer has")
+    publish.add_argument("--fractional", choices=FRACTIONAL_VERSIONS, default="v2")
+    publish.add_argument("--etcd-user", metavar="USER")
+    publish.add_argument("--etcd-password-file", metavar="FILE")
+    publish.add_argument("--etcd-ca", metavar="FILE")
+    publish.add_argument("--etcd-cert", metavar="FILE")
+    publish.add_argument("--etcd-key", metavar="FILE")
 
     def client(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description or help)
@@ -155,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("flag")
     get.add_argument("--user", metavar="ID", help="the targetingKey")
     get.add_argument("--context", type=_json_object("--context"), metavar="JSON", help="evaluation context, a JSON object (or @file)")
-    get.add_argument("--type", choices=["boolean", "string", "integer", "float", "object"], help="the value type you expect")
+    get.add_argument("--type", choices=VALUE_TYPES, help="the value type you expect")
     get.add_argument("--default", type=_json_arg("--default"), metavar="JSON", help="value to use when the flag has none")
     get.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
@@ -171,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     setp = client("set", "create or change a flag", "Create or change a flag; the answer comes once it is on disk.")
     setp.add_argument("flag")
-    mode = setp.add_mutually_exclusive_group(required=True)
+    mode = setp.add_mutually_exclusive_group()
     mode.add_argument("--on", dest="enabled", action="store_const", const=True, help="turn the flag on")
     mode.add_argument("--off", dest="enabled", action="store_const", const=False, help="turn the flag off")
     mode.add_argument("--definition", type=_json_object("--definition"), metavar="JSON", help="a flagd flag object (or @file)")
@@ -190,13 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    # `set --rollout 50` alone (without --on/--off/--definition) is a common wish: allow it.
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["set"] and not {"--on", "--off", "--definition"} & set(args_list) and (
-        "--rollout" in args_list or "--allow" in args_list
-    ):
-        args_list.append("--on")
-    args = parser.parse_args(args_list)
+    args = parser.parse_args(argv)
+    if args.command == "set" and args.enabled is None and args.definition is None:
+        # `set --rollout 50` alone is a common wish: a rollout or allow-list means "on".
+        if args.rollout is None and args.allow is None:
+            parser.error("set needs one of --on, --off, --definition, or --rollout / --allow (which mean --on)")
+        args.enabled = True
     try:
         return COMMANDS[args.command](args)
     except CliError as exc:
@@ -210,39 +229,34 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import agent.host.logs as logs
-    from agent.config import build_config, parse_mode, settings_from_toml
+    from agent.config import build_config, is_remote, parse_mode, settings_from_toml
     from agent.host.errors import StartupError
 
     try:
         file_settings = settings_from_toml(args.config) if args.config else {}
         cli = {
-            "flags": tuple(os.path.abspath(p) for p in args.flags) if args.flags else None,
-            "socket": args.socket,
+            # The settings the command line gives as they are (None: not given).
+            **{name: getattr(args, name) for name in _PLAIN_SETTINGS},
+            "flags": tuple(p if is_remote(p) else os.path.abspath(p) for p in args.flags) if args.flags else None,
             "socket_mode": parse_mode(args.socket_mode) if args.socket_mode is not None else None,
-            "socket_group": args.socket_group,
-            "max_connections": args.max_connections,
-            "max_line_bytes": args.max_line_bytes,
-            "fractional": args.fractional,
-            "invalid_flags": args.invalid_flags,
-            "read_only": args.read_only,
-            "write_to": os.path.abspath(args.write_to) if args.write_to else None,
+            "write_to": (args.write_to if is_remote(args.write_to) else os.path.abspath(args.write_to))
+            if args.write_to else None,
             "allow_write": tuple(args.allow_write) if args.allow_write else None,
             "allow_write_group": tuple(args.allow_write_group) if args.allow_write_group else None,
-            "log_format": args.log_format,
-            "log_level": args.log_level,
-            "shutdown_timeout": args.shutdown_timeout,
-            "max_depth": args.max_depth,
-            "max_file_bytes": args.max_file_bytes,
-            "max_flags": args.max_flags,
-            "max_rule_nodes": args.max_rule_nodes,
-            "load_timeout": args.load_timeout,
+            "context_values": tuple(args.context_value) if args.context_value else None,
+            "state_dir": os.path.abspath(args.state_dir) if args.state_dir else None,
+            **{name: os.path.abspath(value) if value else None
+               for name in ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
+               for value in [getattr(args, name)]},
+            "http": tuple(args.http) if args.http else None,
         }
         config = build_config(file_settings, cli)
     except StartupError as exc:
         print(f"flagsock serve: {exc}", file=sys.stderr)
         return 2
     if not config.flags:
-        print("flagsock serve: no flag files: pass --flags PATH (or flags = [...] in --config)", file=sys.stderr)
+        print("flagsock serve: no flag files: pass --flags PATH or --flags etcd://HOST:PORT/PREFIX "
+              "(or flags = [...] in --config)", file=sys.stderr)
         return 2
     logs.configure_logging(config.log_format, config.log_level)
     raise_open_file_limit(config.max_connections)
@@ -258,6 +272,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+_PLAIN_SETTINGS = ("socket", "socket_group", "max_connections", "max_line_bytes", "fractional", "invalid_flags",
+                   "read_only", "log_format", "log_level", "shutdown_timeout", "poll_interval", "etcd_user",
+                   "http_allow_remote", *(option[2:].replace("-", "_") for option, *_ in HTTP_LIMITS),
+                   *(option[2:].replace("-", "_") for option, *_ in DOCUMENT_LIMITS), "load_timeout")
+
+
 def raise_open_file_limit(max_connections: int) -> None:
     """Lift the soft RLIMIT_NOFILE towards the hard limit, so max_connections can be reached."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -270,14 +290,17 @@ def raise_open_file_limit(max_connections: int) -> None:
             pass
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from agent.cli.publish import run
+
+    return run(args)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from agent.engine.formats.document import FlagFileError, parse_flag_document
-    from agent.engine.limits import Limits
     from agent.sources.reading import UnreadableFile, read_regular_file
 
-    limits = Limits(**{name: value for name, value in (
-        ("max_depth", args.max_depth), ("max_bytes", args.max_file_bytes), ("max_flags", args.max_flags),
-        ("max_rule_nodes", args.max_rule_nodes)) if value is not None})
+    limits = document_limits(args)
     bad = 0
     for path in args.paths:
         try:
@@ -291,7 +314,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             bad += 1
             continue
         try:
-            parsed = parse_flag_document(data, path, fractional=args.fractional, invalid_flags="reject", limits=limits)
+            parsed = parse_flag_document(data, path, fractional=args.fractional, invalid_flags="reject",
+                                         limits=limits)
         except FlagFileError as exc:
             for p in exc.problems:
                 print(f"{p.source}: {p.path}: {p.message}")
@@ -425,6 +449,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 COMMANDS = {
     "serve": cmd_serve,
     "validate": cmd_validate,
+    "publish": _publish,
     "get": cmd_get,
     "flags": cmd_flags,
     "health": cmd_simple("health"),

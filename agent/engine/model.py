@@ -14,8 +14,8 @@ from typing import Any
 import attrs
 import orjson
 
-# The five value types of flagd / OpenFeature.
-VALUE_TYPES = ("boolean", "string", "integer", "float", "object")
+from protocol.messages import VALUE_TYPES  # noqa: F401 (re-exported: the engine names its types here)
+
 
 # Reasons, with flagd's meanings.
 STATIC = "STATIC"
@@ -165,6 +165,9 @@ class CompiledFlag:
     static: Mapping[str | None, Resolution | None] | None = attrs.field(eq=False, repr=False)
     resolver: Resolver | None = attrs.field(eq=False, repr=False, default=None)
     problems: tuple[Problem, ...] = attrs.field(eq=False, default=())
+    #: Whether the answer can change with the clock (a rule that reads ``$flagd.timestamp``):
+    #: the HTTP frontend's ETag must then cover the answer itself.
+    reads_clock: bool = attrs.field(eq=False, default=False)
 
     @property
     def broken(self) -> bool:

@@ -50,6 +50,9 @@ class SourceState:
     #: What the next parse of this source needs to reuse unchanged flags (see parse_flag_document).
     signatures: Mapping[str, bytes] = EMPTY
     context: bytes = b""
+    #: The source's own revision of this version (etcd's), served as the snapshot's revision;
+    #: None for a source without one (a file: the store counts its versions).
+    revision: int | None = None
 
     @property
     def loaded(self) -> bool:
@@ -88,6 +91,11 @@ class Source(Protocol):
 
         Blocking: called in a worker thread, one load of all sources at a time.
         """
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """What health shows beyond the content: ``kind``, and for a remote source ``stale``
+        (serving a version that may be out of date) and ``fetched_at`` (Unix time)."""
         ...
 
     async def watch(self, changed: Changed, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -25,6 +25,7 @@ from agent.sources.base import (
     source_state,
 )
 from agent.sources.reading import UnreadableFile, read_regular_file
+from agent.sources.trust import why_untrusted
 from agent.sources.watcher import POLL_SECONDS, SourceWatcher, Watch
 
 #: Pause between the two reads that must agree before a file's content is trusted.
@@ -91,6 +92,8 @@ class FileSource:
         path = self.name
         max_bytes = options.limits.max_bytes
         try:
+            if untrusted := why_untrusted(path):  # before every read: see agent/sources/trust.py
+                return SourceOutcome(previous, untrusted)
             first = read_regular_file(path, max_bytes)
             if content_hash(first) == previous.content_hash:
                 # What is served already: nothing to settle (the agent's own write lands here). If a
@@ -111,6 +114,9 @@ class FileSource:
         if digest == previous.content_hash:
             return SourceOutcome(previous, None)
         return parse_source(path, data, digest, previous, options)
+
+    def status(self) -> dict[str, Any]:
+        return {"kind": "file"}
 
     async def watch(self, changed: Changed, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> Any:
         watcher = SourceWatcher([self.name], lambda: changed("file change"), watch=self._watch,

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from agent.sources.base import SourceState
-from agent.store.snapshot import Prepared, Snapshot, diff_flags, merge_sources
+from agent.store.snapshot import EMPTY_SETS, Prepared, Snapshot, diff_flags, merge_sources, next_revision
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE, Subscription
 
 log = logging.getLogger("flagsock.store")
@@ -42,8 +42,9 @@ class Store:
     def __init__(self, names: Sequence[str], *, subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE) -> None:
         now = time.time()
         sources = tuple(SourceState(path=n) for n in names)
-        flags, digest = merge_sources(sources)
-        self.snapshot = Snapshot(revision=0, flags=flags, sources=sources, loaded_at=now, content_hash=digest)
+        flags, sets, digest = merge_sources(sources)
+        self.snapshot = Snapshot(revision=0, flags=flags, sources=sources, loaded_at=now, content_hash=digest,
+                                 sets=sets)
         self.errors: dict[str, SourceError] = {}
         self.last_error: SourceError | None = None
         self.reloads_ok = 0
@@ -91,22 +92,24 @@ class Store:
             # Another swap landed while this one was prepared: recompute against what is served.
             changes = diff_flags(current.flags, prepared.flags)
         self.snapshot = Snapshot(
-            revision=current.revision + 1,
+            revision=next_revision(current.revision, prepared.sources),
             flags=prepared.flags,
             sources=prepared.sources,
             loaded_at=time.time(),
             content_hash=prepared.content_hash,
+            sets=prepared.sets,
         )
         if changes:
-            self._broadcast({"event": "changed", "revision": self.snapshot.revision, "flags": changes})
+            self._broadcast_changes(current, changes)
         log.info("serving revision %d: %d flags (%s)", self.snapshot.revision,
                  len(prepared.flags), _summarize(changes))
         return changes
 
     # -- subscribers ------------------------------------------------------------------------
 
-    def subscribe(self) -> Subscription:
-        sub = Subscription(self._subscriber_queue)
+    def subscribe(self, flag_set: str | None = None) -> Subscription:
+        """A new subscriber's queue; with ``flag_set``, it hears only of that set's flags."""
+        sub = Subscription(self._subscriber_queue, flag_set=flag_set)
         self._subscribers.add(sub)
         return sub
 
@@ -124,6 +127,29 @@ class Store:
 
     def _broadcast(self, event: dict[str, Any]) -> None:
         for sub in list(self._subscribers):
+            sub.offer(event)
+            if sub.overflowed:
+                self._subscribers.discard(sub)
+
+    def _broadcast_changes(self, before: Snapshot, changes: dict[str, str]) -> None:
+        """``changed`` to every subscriber; one restricted to a flag set hears that set's own diff
+        (a key may change in the merged view and not in its set, or the other way round)."""
+        revision = self.snapshot.revision
+        everything = {"event": "changed", "revision": revision, "flags": changes}
+        per_set: dict[str, dict[str, Any] | None] = {}
+        for sub in list(self._subscribers):
+            flag_set = sub.flag_set
+            if flag_set is None:
+                event = everything
+            else:
+                if flag_set not in per_set:
+                    set_changes = diff_flags(before.sets.get(flag_set, EMPTY_SETS),
+                                             self.snapshot.sets.get(flag_set, EMPTY_SETS))
+                    per_set[flag_set] = ({"event": "changed", "revision": revision, "flags": set_changes}
+                                         if set_changes else None)
+                event = per_set[flag_set]
+                if event is None:
+                    continue
             sub.offer(event)
             if sub.overflowed:
                 self._subscribers.discard(sub)

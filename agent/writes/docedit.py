@@ -22,7 +22,7 @@ Choices, for the places where the format and the change do not fit each other:
   ``in`` on the allowed users and a ``fractional`` split over 100) that evaluates exactly like
   the simple flag would: same value, variant and reason for every context. The one case that
   cannot be exact is a partial rollout when the agent buckets flagd rules with ``--fractional
-  v3`` (simple flags always bucket like v2): refused with INVALID_FLAG.
+  v1`` or ``v3`` (simple flags always bucket like v2): refused with INVALID_FLAG.
 * simple fields patch: fields left out of the request keep the flag's current values (read
   back from a flagd flag when it has the shape this module writes; otherwise no rollout and
   no allowed users). In flagd form a switched-off flag has no place to keep its rollout.
@@ -41,6 +41,7 @@ import attrs
 
 from agent.engine.formats.detect import FLAGD, SIMPLE, document_format, flag_kind
 from agent.writes.splice import splice
+from agent.writes.yamledit import YamlLayout, render_yaml
 from protocol.errors import FlagNotFound, InvalidFlag
 
 SIMPLE_FIELDS = ("enabled", "rollout_percentage", "allowed_users")
@@ -84,9 +85,12 @@ def encode(doc: Any, layout: Layout) -> bytes:
     return text.encode("utf-8")
 
 
-def render(text: str | None, old: dict, new: dict, layout: Layout) -> bytes:
+def render(text: str | None, old: dict, new: dict, layout: Layout | YamlLayout) -> bytes:
     """The bytes of ``new``: ``text`` with only the changed flags rewritten where that can be
-    done (see :mod:`agent.writes.splice`), else the whole document encoded in ``layout``."""
+    done (see :mod:`agent.writes.splice`), else the whole document encoded in ``layout``; a YAML
+    file keeps its comments and layout (:mod:`agent.writes.yamledit`)."""
+    if isinstance(layout, YamlLayout):
+        return render_yaml(text, old, new)
     if text is not None:
         spliced = splice(text, old, new, indent=layout.indent, ensure_ascii=layout.ensure_ascii)
         if spliced is not None:
@@ -296,7 +300,7 @@ def flagd_equivalent(flag: str, enabled: bool, rollout: float | None, users: lis
     list goes first; an empty user id never matches in the simple format, so it is left out.
 
     Raises:
-        InvalidFlag: a partial rollout under ``--fractional v3``, which buckets differently.
+        InvalidFlag: a partial rollout under ``--fractional v1`` or ``v3``, which bucket differently.
     """
     out: dict[str, Any] = {"state": "ENABLED", "variants": dict(_ON_OFF)}
     allowed = [u for u in dict.fromkeys(users) if u]

@@ -31,20 +31,21 @@ from agent.store.loading import build
 from agent.store.peer import Peer
 from agent.store.reloader import Reloader
 from agent.store.store import Store
+from agent.engine.formats.yaml import is_yaml
+from agent.writes.yamledit import YAML_LAYOUT
+from agent.writes.request import check_not_overridden, parse_change
 from agent.writes.docedit import (
     DEFAULT_LAYOUT,
-    apply_delete,
-    apply_set,
     detect_layout,
     render,
 )
 from agent.writes.durable import (
     NOT_WRITABLE_ERRNOS,
+    UnsafeReplace,
     read_current,
     replace_durably,
     why_not_writable,
 )
-from agent.writes.request import parse_delete, parse_set
 from protocol.errors import Conflict, InvalidFlag, ProtocolError, ReadOnly
 
 audit = logging.getLogger("flagsock.audit")
@@ -88,13 +89,8 @@ class Writer:
     async def _handle(self, peer: Peer, req: dict, op: str) -> dict:
         named = req.get("flag") if type(req.get("flag")) is str else None
         try:
-            if op == "set":
-                change, if_revision = parse_set(req, max_depth=self.limits.max_depth)
-                flag = change.flag
-                edit = lambda doc: apply_set(doc, change, fractional=self.fractional, where=self.path)  # noqa: E731
-            else:
-                flag, if_revision = parse_delete(req)
-                edit = lambda doc: apply_delete(doc, flag, where=self.path)  # noqa: E731
+            flag, if_revision, edit = parse_change(op, req, fractional=self.fractional, where=self.path,
+                                                   max_depth=self.limits.max_depth)
             return await self._write(peer, op, flag, if_revision, edit)
         except ProtocolError as exc:
             revision = self.store.snapshot.revision
@@ -113,7 +109,7 @@ class Writer:
                 raise Conflict(f"revision {before} is served, not {if_revision}; re-read the flag and retry "
                                f"with if_revision {before}")
             served = snap.source(self.path) or SourceState(path=self.path)
-            self._check_not_overridden(snap, flag)
+            check_not_overridden(snap.sources, self.path, flag)
             # Shielded: once the file may have been replaced, the swap must follow.
             with trio.CancelScope(shield=True):
                 written, prepared = await trio.to_thread.run_sync(
@@ -127,13 +123,6 @@ class Writer:
                    self.path, "" if written.wrote else ", file already held this",
                    extra=_fields(peer, op, flag, before, after, None))
         return {"revision": after}
-
-    def _check_not_overridden(self, snap: Any, flag: str) -> None:
-        paths = [s.path for s in snap.sources]
-        for later in snap.sources[paths.index(self.path) + 1:] if self.path in paths else ():
-            if flag in later.flags:
-                raise InvalidFlag(f"flag {flag!r} is served from {later.path}, which overrides {self.path} "
-                                  "(the file this agent writes); a change there would not be served")
 
     def _write_and_prepare(self, snap: Any, served: SourceState, flag: str, if_revision: int | None,
                            edit: Any) -> tuple[_Written, Any]:
@@ -169,6 +158,8 @@ class Writer:
         if wrote:
             try:
                 replace_durably(path, new_data)
+            except UnsafeReplace as exc:
+                raise ReadOnly(f"{exc}; nothing was changed") from None
             except OSError as exc:
                 if exc.errno in NOT_WRITABLE_ERRNOS:
                     raise ReadOnly(f"cannot write {path}: {exc.strerror} (the agent runs as uid {os.geteuid()}); "
@@ -180,8 +171,9 @@ class Writer:
     def _decode(self, data: bytes | None) -> tuple[dict, Any, str | None]:
         """The file as it is on disk, decoded by the loader's own rules (so a write never edits
         a document the loader refuses to read: too deep, duplicate keys, rounded numbers)."""
+        yaml = is_yaml(self.path)
         if data is None or not data.strip():
-            return {"flags": {}}, DEFAULT_LAYOUT, None
+            return {"flags": {}}, YAML_LAYOUT if yaml else DEFAULT_LAYOUT, None
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -194,7 +186,7 @@ class Writer:
                               + "; ".join(f"{p.path}: {p.message}" for p in exc.problems)
                               + f"; fix or replace the file first (the agent still serves revision "
                                 f"{self.store.snapshot.revision})") from None
-        return doc, detect_layout(text), text
+        return doc, YAML_LAYOUT if yaml else detect_layout(text), text
 
 
 def _fields(peer: Peer, op: str, flag: str | None, before: int, after: int | None, refused: str | None) -> dict:

@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from agent.engine.formats.yaml import YamlProblem, is_yaml, load_yaml
+from agent.engine.formats.yaml import problem as yaml_problem
 from agent.engine.limits import Limits
 from agent.engine.model import Problem
 from agent.engine.rules.errors import Where, render
@@ -69,6 +71,8 @@ def decode_document(data: bytes, source: str, limits: Limits) -> dict:
                      "(the max-file-bytes setting)")
     if not data.strip():
         raise refuse("file is empty")
+    if is_yaml(source):
+        return _decode_yaml(data, source, limits)
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -82,6 +86,44 @@ def decode_document(data: bytes, source: str, limits: Limits) -> dict:
     if problems:
         raise FlagFileError(problems)
     return doc
+
+
+def _decode_yaml(data: bytes, source: str, limits: Limits) -> dict:
+    """A YAML document (its duplicate keys and non-JSON values are the YAML reader's to
+    refuse), held to the same depth and the same exact integers as a JSON one."""
+    try:
+        doc = load_yaml(data, source)
+    except YamlProblem as exc:
+        raise FlagFileError([yaml_problem(source, exc)]) from None
+    if type(doc) is not dict:
+        raise FlagFileError([Problem(source, "$", f"a flag file must be a mapping, got {json_type(doc)}")])
+    deep = too_deep(doc, limits.max_depth)
+    if deep is not None:
+        raise FlagFileError([Problem(source, deep, f"nested more than {limits.max_depth} levels deep (the limit, "
+                                                   "the max-depth setting); flatten it")])
+    problems = [Problem(source, path, _inexact_message(value)) for path, value in _large_integers(doc)]
+    if problems:
+        raise FlagFileError(problems)
+    return doc
+
+
+def _large_integers(value: Any) -> Iterator[tuple[str, int]]:
+    """Where ``value`` (decoded) holds an integer outside what orjson can encode."""
+    stack: list[tuple[Any, Where]] = [(value, "$")]
+    while stack:
+        node, where = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            stack.extend((v, (where, k)) for k, v in reversed(node.items()))
+        elif kind is list:
+            stack.extend((v, (where, i)) for i, v in reversed(list(enumerate(node))))
+        elif kind is int and not INT_MIN <= node <= INT_MAX:
+            yield render(where), node
+
+
+def _inexact_message(value: int) -> str:
+    return (f"integer {value} does not fit in 64 bits ({INT_MIN} to {INT_MAX}) and would be served rounded; "
+            "write it as a string")
 
 
 def structure_problems(data: bytes, doc: Any, source: str, limits: Limits) -> list[Problem]:
@@ -219,8 +261,7 @@ def _slow_problems(data: bytes, source: str, duplicated: bool, inexact: list[byt
             stack.extend((v, (where, i)) for i, v in reversed(list(enumerate(node))))
         elif type(node) is _Inexact:
             found += 1
-            yield Problem(source, render(where), f"integer {int(node)} does not fit in 64 bits ({INT_MIN} to "
-                                                 f"{INT_MAX}) and would be served rounded; write it as a string")
+            yield Problem(source, render(where), _inexact_message(int(node)))
     if not found:  # the fast check and the slow one disagree: say so rather than serve a guess
         what = "a duplicate key" if duplicated else f"an inexact integer ({inexact[0].decode()})"
         yield Problem(source, "$", f"the document holds {what} that could not be located")

@@ -56,7 +56,8 @@ class FlagdCompiler:
             try:
                 shared = self.shared.use(name, path, "")
             except RuleError as exc:
-                self.report(Problem(self.source, exc.path, exc.message))
+                for error in exc.errors:
+                    self.report(Problem(self.source, error.path, error.message))
                 continue
             for exc in shared.tolerated:
                 self.report(Problem(self.source, exc.path, f"{exc.message} (served as flagd does)"))
@@ -70,16 +71,18 @@ class FlagdCompiler:
         """
         spec, problems = structure(raw, FlagdFlagSpec, source=self.source, path=path, flag=key)
         found.extend(problems)
-        if spec is None:
+        # Read from the raw flag, so that these are checked even when a field above is broken.
+        names = raw.get("variants")
+        default = raw.get("defaultVariant")
+        if type(names) is dict and names and type(default) is str and default not in names:
+            found.append(problem_at(self.source, key, path, ("defaultVariant",),
+                                    f"must name one of the variants ({', '.join(names)}) or be null, got {default!r}"))
+        targeting = raw.get("targeting")
+        rule = self._compile_targeting(key, targeting if type(targeting) is dict else None, path, found)
+        if found or spec is None:
             return None
         variants = spec.variants
         default = spec.default_variant
-        if default is not None and default not in variants:
-            found.append(problem_at(self.source, key, path, ("defaultVariant",),
-                                    f"must name one of the variants ({', '.join(variants)}) or be null, got {default!r}"))
-        rule = self._compile_targeting(key, spec.targeting, path, found)
-        if found:
-            return None
         metadata = FrozenDict({**self.metadata, **spec.metadata}) if spec.metadata else self.metadata
         enabled = spec.state == "ENABLED"
         if rule is None:
@@ -95,6 +98,7 @@ class FlagdCompiler:
             key=key, value_type=_value_type(variants), variants=variants, default_variant=default,
             metadata=metadata, enabled=enabled, source=self.source, format="flagd",
             fingerprint=digest, static=static, resolver=resolver,
+            reads_clock=resolver is not None and rule.reads_clock,
         )
 
     def _compile_targeting(self, key: str, targeting: dict | None, path: Where,
@@ -104,8 +108,8 @@ class FlagdCompiler:
         tpath = (path, "targeting")
         try:
             return self._compile_rule(targeting, key, tpath, key)
-        except RuleError as exc:
-            found.append(Problem(self.source, exc.path, exc.message, key))
+        except RuleError as exc:  # every problem of the rule, each with its path
+            found.extend(Problem(self.source, error.path, error.message, key) for error in exc.errors)
         except Exception as exc:  # a bug in the rule compiler must break this flag, not the file
             found.append(Problem(self.source, render(tpath), f"could not compile targeting ({type(exc).__name__}: {exc})", key))
         return None

@@ -16,6 +16,10 @@ Two kinds of problem are told apart:
   reporting the problem to ``on_problem``. flagd itself warns and serves such flags, and
   the flagd test suites contain them, so a loader that must serve them passes
   ``strict=False``.
+
+Either way the walk goes on past a problem (the broken node compiles to null), so the one
+``RuleError`` raised at the end lists every problem of the rule (``RuleError.errors``), and
+a person fixing a file sees them all at once.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ class _RuleCompiler:
         self._strict = strict
         self._on_problem = on_problem
         self.reads_clock = False
+        self.errors: list[RuleError] = []  # what refuses the rule, in the order met
         #: Set by an operator that captured ``flag_key`` (so the rule cannot serve another flag).
         self.uses_flag_key = False
         self.root = root
@@ -102,13 +107,26 @@ class _RuleCompiler:
         self.ref_digests: list[bytes] = []
         self._largest: tuple[int, str, Where] | None = None
         self._reported: set[tuple[str, str]] | None = None
+        #: Where a broken reference stands (compiled to null): what an operator says of that
+        #: null spot is left out, the reference being the problem there.
+        self._broken_refs: set[str] | None = None
 
     def compile_root(self, rule: Any, path: Where) -> Node:
+        """Compile ``rule`` whole; RuleError listing every problem of it, if it has any."""
         try:
-            return self.compile(rule, path)
+            node = self.compile(rule, path)
         except RecursionError:
             raise RuleError(path, "the rule is nested too deeply to compile; flatten it (e.g. chain "
                             "conditions in one \"if\" or \"and\" instead of nesting them)") from None
+        if self.errors:
+            raise RuleError.several(self._reported_errors())
+        return node
+
+    def _reported_errors(self) -> list[RuleError]:
+        spots = self._broken_refs
+        if not spots:
+            return self.errors
+        return [e for e in self.errors if e.path not in spots]
 
     def finish(self, evaluate: Evaluator) -> CompiledRule:
         return CompiledRule(evaluate, self.reads_clock, self.nodes, self.deepest, self.uses_flag_key,
@@ -117,9 +135,14 @@ class _RuleCompiler:
     def problem(self, path: Where, message: str) -> None:
         error = RuleError(path, message)
         if self._strict:
-            raise error
-        if self._on_problem is not None:
+            self.errors.append(error)
+        elif self._on_problem is not None:
             self._on_problem(error)
+
+    def fail(self, path: Where, message: str) -> Node:
+        """A node that cannot be evaluated at all: noted, and compiled to null so the walk goes on."""
+        self.errors.append(RuleError(path, message))
+        return Const(None)
 
     def compile(self, raw: Any, path: Where) -> Node:
         self.nodes += 1
@@ -135,7 +158,7 @@ class _RuleCompiler:
     def _operation(self, raw: dict[str, Any], path: Where) -> Node:
         if len(raw) != 1:
             if "$ref" in raw:
-                raise RuleError(path, "a {\"$ref\": ...} object must have no other keys")
+                return self.fail(path, "a {\"$ref\": ...} object must have no other keys")
             self.problem(path, "an object in a rule must have exactly one key, the operator, "
                          "e.g. {\"var\": \"email\"}; data objects are not allowed in targeting")
             return Const(raw)
@@ -144,17 +167,28 @@ class _RuleCompiler:
             return self._reference(operands, path)
         compile_operator = OPERATORS.get(name)
         if compile_operator is None:
-            raise RuleError(path, f"unknown operator {name!r}; expected one of {_OPERATOR_NAMES}")
+            return self.fail(path, f"unknown operator {name!r}; expected one of {_OPERATOR_NAMES}")
         operator_path = (path, name)
         return compile_operator(self, _operands(operands, operator_path), operator_path)
 
     def _reference(self, name: Any, path: Where) -> Node:
-        """``{"$ref": name}``: the evaluator's shared closure, with all it costs and reads."""
+        """``{"$ref": name}``: the evaluator's shared closure, with all it costs and reads.
+
+        A reference that cannot be followed is noted (with every problem of the evaluator it
+        names) and stands as null while the rest of the rule is checked. A rule past a limit
+        is refused at once: there is no point in checking more of it.
+        """
         ref_path = (path, "$ref")
-        if self.evaluators is None:
-            raise RuleError(ref_path, f"reference to evaluator {name!r} was not resolved; define it under "
-                                      "\"$evaluators\"")
-        shared = self.evaluators.use(name, ref_path, self.flag_key)
+        try:
+            if self.evaluators is None:
+                raise RuleError(ref_path, f"reference to evaluator {name!r} was not resolved; define it under "
+                                          "\"$evaluators\"")
+            shared = self.evaluators.use(name, ref_path, self.flag_key)
+        except RuleError as exc:
+            self.errors.extend(exc.errors)
+            self._broken_refs = self._broken_refs or set()
+            self._broken_refs.add(render(path))
+            return Const(None)
         self.nodes += shared.nodes - 1  # the {"$ref"} object stands for the evaluator's nodes
         if self._largest is None or shared.nodes > self._largest[0]:
             self._largest = (shared.nodes, name, path)
@@ -163,8 +197,8 @@ class _RuleCompiler:
         level = _steps(path) - _steps(self.root) + 1  # of the {"$ref"} object, the rule being level 1
         self.deepest = max(self.deepest, level - 1 + shared.depth)
         if self.max_depth is not None and self.deepest > self.max_depth:
-            raise RuleError(self.root, f"with the evaluators it refers to, this rule nests {self.deepest} levels "
-                                       f"deep, more than the limit of {self.max_depth} (the max-depth setting)")
+            self._refuse(f"with the evaluators it refers to, this rule nests {self.deepest} levels deep, more "
+                         f"than the limit of {self.max_depth} (the max-depth setting)")
         self.reads_clock = self.reads_clock or shared.reads_clock
         self.uses_flag_key = self.uses_flag_key or shared.uses_flag_key
         self.ref_digests.append(shared.digest)
@@ -181,7 +215,11 @@ class _RuleCompiler:
         if self._largest is not None:
             nodes, name, path = self._largest
             message += f"; the largest part is evaluator {name!r} ({nodes:,} nodes) at {render(path)}"
-        raise RuleError(self.root, message + "; make it smaller or refer to fewer evaluators")
+        self._refuse(message + "; make it smaller or refer to fewer evaluators")
+
+    def _refuse(self, message: str) -> None:
+        """Refuse the rule now, with what was found so far and ``message`` about the whole of it."""
+        raise RuleError.several([*self._reported_errors(), RuleError(self.root, message)])
 
     def _array(self, raw: list[Any], path: Where) -> Node:
         if not any(type(item) is dict or type(item) is list for item in raw):
@@ -258,7 +296,7 @@ def compile_targeting(
         rule: the targeting JSON. An empty object means "no targeting" and compiles to a
             function answering null.
         flag_key: the flag the rule belongs to (fractional's default bucketing subject).
-        fractional: bucketing version, ``"v2"`` or ``"v3"`` (see ``fractional``).
+        fractional: bucketing version, ``"v1"``, ``"v2"`` or ``"v3"`` (see ``fractional``).
         path: JSON path of ``rule``, the prefix of every ``RuleError.path``.
         strict: raise for everything flagd's schema refuses (see module docstring);
             when False, only for rules that cannot be evaluated at all.
@@ -274,7 +312,7 @@ def compile_targeting(
         evaluated against that context; callers report that as PARSE_ERROR.
 
     Raises:
-        RuleError: the rule is refused; ``path`` and ``message`` say where and why.
+        RuleError: the rule is refused; ``errors`` says every where and why.
     """
     if fractional not in VERSIONS:
         raise ValueError(f"fractional must be one of {VERSIONS}, got {fractional!r}")

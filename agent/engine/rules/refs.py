@@ -85,7 +85,7 @@ class SharedEvaluators:
             self._build(name, flag_key)
             found = self._found(name, flag_key)
         if isinstance(found, RuleError):
-            raise RuleError(found.path, found.message)
+            raise RuleError.several(found.errors)
         assert found is not None
         return found
 
@@ -173,14 +173,26 @@ def references(rule: Any, name: str) -> Iterator[tuple[str, Where]]:
             stack.extend((v, (where, i)) for i, v in reversed(list(enumerate(node))))
 
 
-def resolve_refs(rule: Any, evaluators: Mapping[str, Any], path: Where = "$.targeting", *,
-                 max_nodes: int = 100_000) -> Any:
+def resolve_refs(
+    rule: Any, evaluators: Mapping[str, Any], path: Where = "$.targeting",
+    on_error: Callable[[RuleError], None] | None = None, *, max_nodes: int = 100_000,
+) -> Any:
     """A copy of ``rule`` with every ``{"$ref": name}`` replaced by ``evaluators[name]``.
 
+    Every reference is followed, so all the broken ones are found in one call.
+
+    Args:
+        on_error: when given, each broken reference is reported to it and replaced by null,
+            and the copy is returned (for a caller that goes on to check the rest of the rule).
+        max_nodes: the largest copy made: evaluators that refer to each other can make it
+            exponential in the size of the file.
+
     Raises:
-        RuleError: a reference names no evaluator, is not a string, is part of a cycle, or the
-            copy would hold more than ``max_nodes`` nodes.
+        RuleError: (without ``on_error``) some reference names no evaluator, is not a string,
+            or is part of a cycle; ``errors`` lists each. Always: the copy would hold more
+            than ``max_nodes`` nodes.
     """
+    errors: list[RuleError] = []
     budget = [max_nodes]
 
     def count() -> None:
@@ -189,31 +201,37 @@ def resolve_refs(rule: Any, evaluators: Mapping[str, Any], path: Where = "$.targ
             raise RuleError(path, f"expanding the references of this rule makes more than {max_nodes:,} nodes")
 
     try:
-        return _resolve(rule, evaluators, path, (), count)
+        resolved = _resolve(rule, evaluators, path, (), errors.append, count)
     except RecursionError:
         raise RuleError(path, "the rule is nested too deeply to resolve its references") from None
+    if errors and on_error is None:
+        raise RuleError.several(errors)
+    for error in errors:
+        on_error(error)  # type: ignore[misc]
+    return resolved
 
 
 def _resolve(rule: Any, evaluators: Mapping[str, Any], path: Where, chain: tuple[str, ...],
-             count: Callable[[], None]) -> Any:
+             broken: Callable[[RuleError], None], count: Callable[[], None]) -> Any:
     kind = type(rule)
     count()
     if kind is list:
-        return [_resolve(item, evaluators, (path, index), chain, count) for index, item in enumerate(rule)]
+        return [_resolve(item, evaluators, (path, index), chain, broken, count) for index, item in enumerate(rule)]
     if kind is not dict:
         return rule
     if "$ref" not in rule:
-        return {key: _resolve(value, evaluators, (path, key), chain, count) for key, value in rule.items()}
+        return {key: _resolve(value, evaluators, (path, key), chain, broken, count) for key, value in rule.items()}
     ref_path = (path, "$ref")
     name = rule["$ref"]
     if len(rule) != 1:
-        raise RuleError(path, "a {\"$ref\": ...} object must have no other keys")
-    if type(name) is not str:
-        raise RuleError(ref_path, f"a reference must name an evaluator as a string, got {name!r}")
-    if name not in evaluators:
+        broken(RuleError(path, "a {\"$ref\": ...} object must have no other keys"))
+    elif type(name) is not str:
+        broken(RuleError(ref_path, f"a reference must name an evaluator as a string, got {name!r}"))
+    elif name not in evaluators:
         known = ", ".join(sorted(evaluators)) or "none are defined"
-        raise RuleError(ref_path, f"no evaluator named {name!r} under \"$evaluators\" (defined: {known})")
-    if name in chain:
-        cycle = " -> ".join((*chain, name))
-        raise RuleError(ref_path, f"evaluator references form a cycle: {cycle}")
-    return _resolve(evaluators[name], evaluators, (EVALUATORS_PATH, name), (*chain, name), count)
+        broken(RuleError(ref_path, f"no evaluator named {name!r} under \"$evaluators\" (defined: {known})"))
+    elif name in chain:
+        broken(RuleError(ref_path, f"evaluator references form a cycle: {' -> '.join((*chain, name))}"))
+    else:
+        return _resolve(evaluators[name], evaluators, (EVALUATORS_PATH, name), (*chain, name), broken, count)
+    return None
