@@ -244,3 +244,23 @@ def test_a_document_larger_than_the_limit_is_refused_before_it_is_decoded():
 
 def test_the_default_limits_hold_what_flagd_s_own_examples_need():
     assert DEFAULT_LIMITS.max_depth >= 4 * 14  # the deepest flagd example nests 14 levels
+
+
+# --- YAML documents keep the same limits ---------------------------------------------------------
+
+def test_a_yaml_document_is_held_to_the_same_depth_and_exact_integers():
+    def parse_yaml(text: str, **kwargs):
+        return parse_flag_document(text.encode(), "flags.yaml", **kwargs)
+
+    flag = "flags:\n  a:\n    state: ENABLED\n    variants:\n      on: VALUE\n    defaultVariant: 'on'\n"
+    assert evaluate(parse_yaml(flag.replace("VALUE", str(2**63 - 1))).flags, "a").value == 2**63 - 1
+    for literal in (str(2**64), str(-(2**63) - 1)):
+        with pytest.raises(FlagFileError) as caught:
+            parse_yaml(flag.replace("VALUE", literal))
+        assert [(p.path, "64 bits" in p.message) for p in caught.value.problems] == [("$.flags.a.variants.on", True)]
+    deep = "{v: " + "[" * 70 + "1" + "]" * 70 + "}"
+    with pytest.raises(FlagFileError) as caught:
+        parse_yaml(flag.replace("VALUE", deep))
+    assert "more than 64 levels deep" in caught.value.problems[0].message
+    assert caught.value.problems[0].path.startswith("$.flags.a.variants.on.v[0]")
+    parse_yaml(flag.replace("VALUE", deep), limits=Limits(max_depth=100))
