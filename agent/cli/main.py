@@ -15,6 +15,7 @@ from typing import Any
 
 from agent import __version__
 from protocol.messages import VALUE_TYPES
+from agent.cli import observe
 from agent.cli.transport import CliError, events, request, socket_path
 
 EPILOG = """exit status: 0 ok, 1 refused or invalid, 2 bad usage or configuration, 3 agent unreachable.
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = client("watch", "print a line for each change", "Subscribe and print a line per change event until interrupted.")
     watch.add_argument("--json", action="store_true", help="print the raw events")
+    observe.add_commands(sub, client, _json_object, _positive_int)
     return parser
 
 
@@ -391,4 +393,5 @@ COMMANDS = {
     "set": cmd_set,
     "delete": cmd_delete,
     "watch": cmd_watch,
+    **observe.COMMANDS,
 }

@@ -74,15 +74,20 @@ def _lines(sock: socket.socket, path: str) -> Iterator[dict[str, Any]]:
 
 def request(path: str, message: dict[str, Any], *, timeout: float = 5.0) -> dict[str, Any]:
     """Send one request and return its ``result``; an error answer raises CliError."""
+    answer = exchange(path, message, timeout=timeout)
+    if answer.get("ok"):
+        return answer["result"]
+    err = answer.get("error") or {}
+    raise CliError(f"{err.get('code', 'ERROR')}: {err.get('message', 'no message')}")
+
+
+def exchange(path: str, message: dict[str, Any], *, timeout: float = 5.0) -> dict[str, Any]:
+    """Send one request and return the whole answer, error or not (``explain`` wants both)."""
     with connect(path, timeout) as sock:
         sock.sendall(json.dumps(message).encode() + b"\n")
         for answer in _lines(sock, path):
-            if "event" in answer:
-                continue
-            if answer.get("ok"):
-                return answer["result"]
-            err = answer.get("error") or {}
-            raise CliError(f"{err.get('code', 'ERROR')}: {err.get('message', 'no message')}")
+            if "event" not in answer:
+                return answer
     raise CliError(f"the agent on {path} closed the connection without answering", UNREACHABLE)
 
 

@@ -92,6 +92,15 @@ def canonical_json(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
+def definition_text(text: bytes) -> bytes:
+    """The definition's JSON out of a flag's canonical text ``[kind, definition]``.
+
+    A slice, so a new bytes object of its own size: orjson's output keeps a buffer of 4 KiB or
+    more, which ten thousand flags would pin as 40 MB.
+    """
+    return text[text.index(b",") + 1:-1]
+
+
 def fingerprint(*parts: bytes) -> bytes:
     """A 16-byte digest of ``parts``: JSON texts and names, none of which holds a NUL byte (JSON
     escapes it), so NUL-separated no two lists of them read alike."""
@@ -163,6 +172,13 @@ class CompiledFlag:
     static: Mapping[str | None, Resolution | None] | None = attrs.field(eq=False, repr=False)
     resolver: Resolver | None = attrs.field(eq=False, repr=False, default=None)
     problems: tuple[Problem, ...] = attrs.field(eq=False, default=())
+    #: The flag as written, as canonical JSON text (see :func:`definition_text`): what the
+    #: change history records and what ``explain`` reads. Bytes, not the decoded object: a few
+    #: hundred bytes a flag rather than a tree of dicts.
+    definition: bytes = attrs.field(eq=False, repr=False, default=b"null")
+    #: A targeted flagd flag's rule for ``explain``: (its canonical JSON with ``$ref``s resolved,
+    #: or b"" when that is the definition's own ``targeting``; the bucketing version).
+    rule: tuple[bytes, str] | None = attrs.field(eq=False, repr=False, default=None)
 
     @property
     def broken(self) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from agent.engine.evaluate import NO_DEFAULT, evaluate
+from agent.engine.explain import explain
 from agent.frontends.service import Service
 from agent.store.peer import Peer
 from agent.store.store import iso_time as _iso
@@ -79,6 +80,32 @@ def op_evaluate(service: Service, conn: Conn, req: dict) -> dict:
     service.stats.evaluations[key] += 1
     out = {"key": key, "value": res.value, "variant": res.variant, "reason": res.reason,
            "metadata": res.metadata, "revision": snap.revision}
+    if res.value is NO_DEFAULT:
+        del out["value"]
+    return out
+
+
+def op_explain(service: Service, conn: Conn, req: dict) -> dict:
+    """evaluate's answer plus ``trace``; an evaluation error is evaluate's error with the trace in it.
+    Not counted as usage: asking why is not asking for the flag."""
+    if not _EVALUATE_FIELDS.issuperset(req):
+        _only(req, _EVALUATE_FIELDS)
+    key = req.get("flag")
+    if type(key) is not str or not key:
+        if "flag" not in req:
+            raise BadRequest("explain needs \"flag\": the key of the flag to explain")
+        raise BadRequest(f"\"flag\" must be a non-empty string, not {json_type(key)}")
+    value_type = req.get("type")
+    if value_type is not None and value_type not in VALUE_TYPES:
+        raise BadRequest(f"\"type\" must be one of {', '.join(sorted(VALUE_TYPES))}, not {value_type!r}")
+    snap = service.store.snapshot
+    found = explain(snap.flags, key, _context(req), expected_type=value_type, default=req.get("default", NO_DEFAULT))
+    res = found.resolution
+    if res.error_code is not None:
+        raise ProtocolError(res.error_message or res.error_code, code=res.error_code,
+                            details={"trace": found.trace, "revision": snap.revision})
+    out = {"key": key, "value": res.value, "variant": res.variant, "reason": res.reason,
+           "metadata": res.metadata, "revision": snap.revision, "trace": found.trace}
     if res.value is NO_DEFAULT:
         del out["value"]
     return out
@@ -186,6 +213,7 @@ SYNC_OPS: dict[str, SyncOp] = {
     "stats": op_stats,
     "help": op_help,
     "subscribe": op_subscribe,
+    "explain": op_explain,
 }
 
 ASYNC_OPS: dict[str, AsyncOp] = {
@@ -205,6 +233,7 @@ HELP: dict[str, str] = {
     "reload": "re-read the flag sources now",
     "stats": "request, evaluation, reload and connection counters",
     "help": "this list",
+    "explain": "evaluate one flag and trace how the answer was reached: {flag, context?, type?, default?}",
 }
 
 __all__ = ["SYNC_OPS", "ASYNC_OPS", "HELP"]

@@ -15,6 +15,7 @@ from agent.engine.model import (
     FrozenDict,
     Problem,
     canonical_json,
+    definition_text,
     fingerprint,
 )
 from agent.engine.rules import CompiledRule, RuleError, compile_targeting, resolve_refs
@@ -74,11 +75,11 @@ class FlagdCompiler:
             return None
         metadata = FrozenDict({**self.metadata, **spec.metadata}) if spec.metadata else self.metadata
         enabled = spec.state == "ENABLED"
+        resolved_text = canonical_json(resolved) if rule is not None and refs else b""
         if rule is None:
             digest = fingerprint(text, self.metadata_text)
         else:
-            digest = fingerprint(text, self.metadata_text, self.fractional.encode(),
-                                 canonical_json(resolved) if refs else b"")
+            digest = fingerprint(text, self.metadata_text, self.fractional.encode(), resolved_text)
         if rule is None or not enabled:
             static, resolver = static_table(key, variants, default, metadata, enabled=enabled), None
         else:
@@ -87,7 +88,9 @@ class FlagdCompiler:
         return CompiledFlag(
             key=key, value_type=_value_type(variants), variants=variants, default_variant=default,
             metadata=metadata, enabled=enabled, source=self.source, format="flagd",
-            fingerprint=digest, static=static, resolver=resolver,
+            fingerprint=digest, static=static, resolver=resolver, definition=definition_text(text),
+            # A copy of its own size (see definition_text); only flags using $ref have one.
+            rule=None if rule is None else (bytes(memoryview(resolved_text)), self.fractional),
         )
 
     def _compile_targeting(self, key: str, targeting: dict | None, path: Where, found: list[Problem],

@@ -60,8 +60,8 @@ def loads(line: bytes) -> Any:
     return orjson.loads(line)
 
 
-def error_line(request_id: Any, code: str, message: str) -> bytes:
-    return encode(error_message(request_id, code, message))
+def error_line(request_id: Any, code: str, message: str, details: dict | None = None) -> bytes:
+    return encode(error_message(request_id, code, message, details))
 
 
 class Connection:
@@ -266,7 +266,7 @@ class Server:
             if exc.__class__ is BadRequest:
                 stats.requests["invalid"] += 1
                 request_id = getattr(exc, "request_id", request_id)
-            return error_line(request_id, exc.code, exc.message)
+            return error_line(request_id, exc.code, exc.message, exc.details)
         except Exception:
             log.exception("internal error answering a request from %s", conn.peer.describe())
             return error_line(request_id, errors.INTERNAL, "internal error in the agent; it has been logged")
@@ -276,7 +276,7 @@ class Server:
         try:
             result = await fn(self.service, conn, request)
         except ProtocolError as exc:
-            return error_line(request_id, exc.code, exc.message)
+            return error_line(request_id, exc.code, exc.message, exc.details)
         except Exception:
             log.exception("internal error answering %s from %s", request.get("op"), conn.peer.describe())
             return error_line(request_id, errors.INTERNAL, "internal error in the agent; it has been logged")

@@ -1,0 +1,124 @@
+"""The CLI's looking-glass commands: ``explain``, ``history`` and ``usage`` (``top`` is in top.py).
+
+Each prints what one op answers in a form a person reads at a glance; ``--json`` prints it raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from agent.cli.transport import CliError, exchange, request, socket_path
+
+Client = Callable[..., argparse.ArgumentParser]
+
+
+def add_commands(sub: Any, client: Client, json_object: Callable[[str], Any], positive_int: Any) -> None:
+    """Add the subcommands to ``sub`` (``client`` makes a parser with --socket and --timeout)."""
+    explain = client("explain", "show how a flag's value for a user or context was reached",
+                     "Evaluate a flag and print each step its rule took, as a tree, ending with how the "
+                     "variant was chosen.")
+    explain.add_argument("flag")
+    explain.add_argument("--user", metavar="ID", help="the targetingKey")
+    explain.add_argument("--context", type=json_object("--context"), metavar="JSON",
+                         help="evaluation context, a JSON object (or @file)")
+    explain.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+
+    history = client("history", "show who changed which flag, when, and from what",
+                     "Print the agent's change history, newest first: revision, time, who, and each "
+                     "flag's definition before and after.")
+    history.add_argument("flag", nargs="?", help="only changes of this flag")
+    history.add_argument("--limit", type=positive_int, default=20, metavar="N", help="changes to show (default 20)")
+    history.add_argument("--json", action="store_true")
+
+    usage = client("usage", "show how often each flag was evaluated since the agent started, and with what split")
+    usage.add_argument("--stale", action="store_true",
+                       help="list only the flags never evaluated and those that gave every caller the same variant")
+    usage.add_argument("--json", action="store_true")
+
+
+def _compact(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def render_step(step: dict[str, Any]) -> str:
+    """One trace step as one line of the tree (without its indentation)."""
+    op = step["op"]
+    if op == "flag":
+        if not step.get("found"):
+            return f"flag {step['key']}: not served"
+        default = step.get("default_variant")
+        return (f"flag {step['key']} ({step['format']}, {step['state']}) from {step['source']}; variants "
+                f"{', '.join(step['variants']) or '(none)'}; default {default if default is not None else '(none)'}")
+    if op == "targeting":
+        return f"targeting, with context keys: {', '.join(step['context_keys'])}"
+    if op == "result":
+        variant = step.get("variant")
+        shown = f"variant {variant}" if variant is not None else "no variant"
+        return f"=> {shown} ({step['reason']}): {step['why']}"
+    if "path" not in step:  # a step of a simple flag's rollout, or a truncation note
+        facts = ", ".join(f"{k} {_compact(v)}" for k, v in step.items() if k not in ("op", "depth", "result"))
+        line = f"{op}: {facts}" if facts else op
+        return line + (f" -> {_compact(step['result'])}" if "result" in step else "")
+    skipped = set(step.get("skipped", ()))
+    args = ", ".join("(not evaluated)" if i in skipped else _compact(a, 40) for i, a in enumerate(step.get("args", ())))
+    line = f"{op}({args})"
+    if "error" in step:
+        line += f" raised: {step['error']}"
+    else:
+        line += f" -> {_compact(step.get('result'))}"
+    if step.get("constant"):
+        line += "  (decided when the rule was loaded)"
+    branch = step.get("branch")
+    if branch:
+        taken = branch["taken"]
+        line += f"  [then #{branch['condition'] + 1}]" if taken == "then" else f"  [{taken}]"
+    bucket = step.get("bucket")
+    if bucket:
+        if "bucket" in bucket:
+            ranges = ", ".join(f"{r['variant']} {r['from']}-{r['to']}" for r in bucket["ranges"])
+            line += f"  [bucket {bucket['bucket']} of {bucket['total']} -> {bucket['chosen']}; {ranges}]"
+        else:
+            line += f"  [{bucket['why']}]"
+    return line
+
+
+def print_trace(trace: list[dict[str, Any]]) -> None:
+    for step in trace:
+        print("  " * step.get("depth", 0) + render_step(step))
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    msg: dict[str, Any] = {"op": "explain", "flag": args.flag}
+    context = dict(args.context) if args.context else {}
+    if args.user is not None:
+        context["targetingKey"] = args.user
+    if context:
+        msg["context"] = context
+    answer = exchange(socket_path(args.socket), msg, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(answer.get("result", answer), indent=2, sort_keys=True, ensure_ascii=False))
+        return 0 if answer.get("ok") else 1
+    if answer.get("ok"):
+        result = answer["result"]
+        print_trace(result["trace"])
+        value = _compact(result["value"], 200) if "value" in result else "(no value)"
+        print(f"value {value} at revision {result['revision']}")
+        return 0
+    err = answer.get("error") or {}
+    if "trace" not in err:
+        raise CliError(f"{err.get('code', 'ERROR')}: {err.get('message', 'no message')}")
+    print_trace(err["trace"])
+    print(f"flagsock explain: {err['code']}: {err['message']}", file=sys.stderr)
+    return 1
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "explain": cmd_explain,
+}
+
+__all__ = ["COMMANDS", "add_commands", "print_trace", "render_step", "request"]
