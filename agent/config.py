@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from agent.host.errors import StartupError
+from agent.store.history import DEFAULT_HISTORY_MAX_BYTES
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE
 from protocol.framing import DEFAULT_MAX_LINE_BYTES
 
@@ -58,11 +59,15 @@ class ServeConfig:
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Events a subscriber may leave unread before it is disconnected.
     subscriber_queue: int = attrs.field(default=DEFAULT_SUBSCRIBER_QUEUE, validator=_positive)
+    #: What must outlive the process (the change history); None: $STATE_DIRECTORY, else nowhere.
+    state_dir: str | None = None
+    #: The change history's bound, in bytes of its JSON lines; the oldest changes go first.
+    history_max_bytes: int = attrs.field(default=DEFAULT_HISTORY_MAX_BYTES, validator=_positive)
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
 _TUPLES = {"flags", "allow_write", "allow_write_group"}
-_INTS = {"max_connections", "max_line_bytes", "subscriber_queue"}
+_INTS = {"max_connections", "max_line_bytes", "subscriber_queue", "history_max_bytes"}
 _FLOATS = {"shutdown_timeout", "send_timeout"}
 _BOOLS = {"read_only"}
 
@@ -133,7 +138,7 @@ def _check_table(path: str, table: Mapping[str, Any]) -> dict[str, Any]:
         else:
             if not isinstance(value, str):
                 raise ConfigError(f"{where} must be a string, not {value!r}")
-            if name in ("socket", "write_to"):
+            if name in ("socket", "write_to", "state_dir"):
                 value = os.path.join(base, value)
             out[name] = value
     return out

@@ -25,10 +25,12 @@ from agent.frontends.access import WriteAccess
 from agent.frontends.ndjson.server import Server
 from agent.frontends.service import Service
 from agent.host import systemd
+from agent.host.errors import StartupError
 from agent.host.accounts import group_id, user_id
 from agent.host.listener import BoundSocket, ListenerError, bind_unix
 from agent.sources.base import LoadOptions, Source
 from agent.sources.files import FileSource
+from agent.store.history import HISTORY_FILE_NAME, History
 from agent.store.reloader import Reloader
 from agent.store.store import Store
 from agent.writes.durable import remove_stale_temps, why_not_writable
@@ -128,6 +130,31 @@ def build_sources(config: ServeConfig, *, watch: Any = None, poll_seconds: float
     return [FileSource(path, watch=watch, **extra) for path in config.flags]
 
 
+def state_directory(config: ServeConfig) -> str | None:
+    """--state-dir, else the first of systemd's $STATE_DIRECTORY (StateDirectory=), else None."""
+    if config.state_dir:
+        return config.state_dir
+    env = os.environ.get("STATE_DIRECTORY")
+    return env.split(":")[0] if env else None
+
+
+async def open_history(config: ServeConfig) -> History:
+    """The change history, read back from the state directory (StartupError if it cannot be kept
+    there); in memory only without one."""
+    state_dir = state_directory(config)
+    if state_dir is None:
+        log.info("no --state-dir (or $STATE_DIRECTORY): the change history is kept in memory only")
+        return History(max_bytes=config.history_max_bytes)
+    history = History(os.path.join(state_dir, HISTORY_FILE_NAME), max_bytes=config.history_max_bytes)
+    try:
+        await trio.to_thread.run_sync(lambda: os.makedirs(state_dir, mode=0o750, exist_ok=True))
+        await trio.to_thread.run_sync(history.load)
+    except OSError as exc:
+        raise StartupError(f"--state-dir {state_dir}: cannot keep the change history there "
+                           f"({exc.strerror or exc}); fix the directory or leave --state-dir out") from None
+    return history
+
+
 def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: str | None) -> Writer | None:
     if target is None:
         return None
@@ -161,7 +188,8 @@ async def run_agent(
     if inherited is None:
         inherited = systemd.inherited_sockets()
     sources = build_sources(config, watch=watch, poll_seconds=poll_seconds)
-    store = Store([s.name for s in sources], subscriber_queue=config.subscriber_queue)
+    history = await open_history(config)
+    store = Store([s.name for s in sources], subscriber_queue=config.subscriber_queue, history=history)
     reloader = Reloader(store, sources, LoadOptions(fractional=config.fractional, invalid_flags=config.invalid_flags))
     if settings.write_target is None:
         log.info("set and delete are off: %s", settings.read_only_reason)
@@ -189,6 +217,7 @@ async def run_agent(
                 if signals is not None:
                     nursery.start_soon(_handle_signals, signals, reloader, notifier, store, stop)
                 await nursery.start(server.serve)
+                await nursery.start(history.run)
                 await _watch_sources(nursery, sources, reloader)
                 await nursery.start(systemd.run_watchdog, notifier)
                 log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",
@@ -203,6 +232,7 @@ async def run_agent(
                 store.close_subscribers()
                 with trio.move_on_after(config.shutdown_timeout):
                     await server.wait_connections_closed()
+                await history.flush()
                 nursery.cancel_scope.cancel()
         finally:
             bound.cleanup()

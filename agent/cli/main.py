@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["auto", "text", "journal", "json"], help="default auto: journal under systemd, else text")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="time in-flight requests get after SIGTERM (default 3)")
+    serve.add_argument("--state-dir", metavar="DIR", help="where the change history is kept (default $STATE_DIRECTORY; "
+                       "without either, in memory only)")
+    serve.add_argument("--history-max-bytes", type=_positive_int, metavar="N",
+                       help="bound of the change history, oldest dropped first (default 16 MiB)")
 
     validate = sub.add_parser("validate", help="check flag files offline",
                               description="Check flag files without an agent. Exit 0 when all are valid, else 1 with one line per problem.")
@@ -203,6 +207,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "log_format": args.log_format,
             "log_level": args.log_level,
             "shutdown_timeout": args.shutdown_timeout,
+            "state_dir": os.path.abspath(args.state_dir) if args.state_dir else None,
+            "history_max_bytes": args.history_max_bytes,
         }
         config = build_config(file_settings, cli)
     except StartupError as exc:

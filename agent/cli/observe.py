@@ -117,8 +117,60 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 1
 
 
+def describe_by(by: dict[str, Any]) -> str:
+    """Who made a change, in a few words."""
+    if "source" in by:
+        text = ", ".join(by.get("sources") or [by["source"]])
+        return text + (" (changed while the agent was stopped)" if by.get("while_stopped") else "")
+    user = by.get("user")
+    name = user if user is not None else f"uid {by.get('uid')}"
+    return f"{name} (uid {by.get('uid')}, pid {by.get('pid')})" if user is not None else f"{name} (pid {by.get('pid')})"
+
+
+def describe_flag_change(key: str, change: dict[str, Any]) -> list[str]:
+    """A flag's change: added/removed with its definition, or the top-level keys that changed."""
+    kind, before, after = change["change"], change.get("before"), change.get("after")
+    lines = [f"  {key} {kind}"]
+    if kind == "added":
+        lines.append(f"    {_compact(after, 110)}")
+    elif kind == "removed":
+        lines.append(f"    was {_compact(before, 106)}")
+    elif isinstance(before, dict) and isinstance(after, dict):
+        for field in sorted(before.keys() | after.keys()):
+            old, new = before.get(field, _ABSENT), after.get(field, _ABSENT)
+            if old != new:
+                shown_old = "(absent)" if old is _ABSENT else _compact(old, 50)
+                shown_new = "(absent)" if new is _ABSENT else _compact(new, 50)
+                lines.append(f"    {field}: {shown_old} -> {shown_new}")
+    else:
+        lines.append(f"    {_compact(before, 50)} -> {_compact(after, 50)}")
+    return lines
+
+
+_ABSENT: Any = object()
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    msg: dict[str, Any] = {"op": "history", "limit": args.limit}
+    if args.flag:
+        msg["flag"] = args.flag
+    result = request(socket_path(args.socket), msg, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True, ensure_ascii=False))
+        return 0
+    if not result["changes"]:
+        print(f"no changes of {args.flag} recorded" if args.flag else "no changes recorded")
+        return 0
+    for entry in result["changes"]:
+        print(f"revision {entry['revision']}  {entry['at']}  by {describe_by(entry['by'])}")
+        for key in sorted(entry["flags"]):
+            print("\n".join(describe_flag_change(key, entry["flags"][key])))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "explain": cmd_explain,
+    "history": cmd_history,
 }
 
 __all__ = ["COMMANDS", "add_commands", "print_trace", "render_step", "request"]

@@ -43,6 +43,7 @@ _ENVELOPE = frozenset({"op", "id"})
 _NO_ARGS = _ENVELOPE
 _EVALUATE_FIELDS = frozenset({"op", "id", "flag", "context", "type", "default"})
 _EVALUATE_ALL_FIELDS = frozenset({"op", "id", "context"})
+_HISTORY_FIELDS = frozenset({"op", "id", "flag", "limit"})
 
 
 def _context(req: dict) -> dict | None:
@@ -158,12 +159,24 @@ def op_health(service: Service, conn: Conn, req: dict) -> dict:
         "problems": problems,
         "uptime_s": service.stats.uptime(),
         "version": service.version,
+        "history": store.history.describe(),
     }
 
 
 def op_stats(service: Service, conn: Conn, req: dict) -> dict:
     _only(req, _NO_ARGS)
     return service.stats.to_wire(service.store.reloads_ok, service.store.reloads_failed, service.store.subscriber_count)
+
+
+def op_history(service: Service, conn: Conn, req: dict) -> dict:
+    _only(req, _HISTORY_FIELDS)
+    flag = req.get("flag")
+    if flag is not None and (type(flag) is not str or not flag):
+        raise BadRequest(f"\"flag\" must be a non-empty string, not {json_type(flag)}")
+    limit = req.get("limit", 20)
+    if type(limit) is not int or limit < 1:
+        raise BadRequest(f"\"limit\" must be a whole number of at least 1, not {limit!r}")
+    return {"changes": service.store.history.changes(flag, limit)}
 
 
 def op_help(service: Service, conn: Conn, req: dict) -> dict:
@@ -214,6 +227,7 @@ SYNC_OPS: dict[str, SyncOp] = {
     "help": op_help,
     "subscribe": op_subscribe,
     "explain": op_explain,
+    "history": op_history,
 }
 
 ASYNC_OPS: dict[str, AsyncOp] = {
@@ -234,6 +248,7 @@ HELP: dict[str, str] = {
     "stats": "request, evaluation, reload and connection counters",
     "help": "this list",
     "explain": "evaluate one flag and trace how the answer was reached: {flag, context?, type?, default?}",
+    "history": "the newest changes of what is served, who made them, each flag before and after: {flag?, limit?}",
 }
 
 __all__ = ["SYNC_OPS", "ASYNC_OPS", "HELP"]

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from agent.sources.base import SourceState
+from agent.store.history import History
 from agent.store.snapshot import Prepared, Snapshot, diff_flags, merge_sources
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE, Subscription
 
@@ -39,7 +40,8 @@ class Store:
         names: the flag sources' names (paths or URLs), in merge order.
     """
 
-    def __init__(self, names: Sequence[str], *, subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE) -> None:
+    def __init__(self, names: Sequence[str], *, subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE,
+                 history: History | None = None) -> None:
         now = time.time()
         sources = tuple(SourceState(path=n) for n in names)
         flags, digest = merge_sources(sources)
@@ -51,6 +53,8 @@ class Store:
         self.started_at = now
         self._subscriber_queue = subscriber_queue
         self._subscribers: set[Subscription] = set()
+        #: Every swap that changed a flag is recorded here (in memory only unless given a file).
+        self.history = history if history is not None else History()
 
     # -- health -----------------------------------------------------------------------------
 
@@ -78,9 +82,11 @@ class Store:
 
     # -- swapping ---------------------------------------------------------------------------
 
-    def install(self, prepared: Prepared) -> dict[str, str]:
+    def install(self, prepared: Prepared, by: dict[str, Any] | None = None) -> dict[str, str]:
         """Swap in a prepared snapshot if its content differs; return the flag changes.
 
+        ``by``: who made the change, for the history (a write's peer); None for a change of the
+        sources, named by the source of the changed flags.
         Must run on the event loop (it is the single writer of ``self.snapshot``).
         """
         current = self.snapshot
@@ -99,6 +105,9 @@ class Store:
         )
         if changes:
             self._broadcast({"event": "changed", "revision": self.snapshot.revision, "flags": changes})
+            self.history.record(self.snapshot.revision, iso_time(self.snapshot.loaded_at),
+                                by if by is not None else _by_sources(changes, current.flags, prepared.flags),
+                                changes, current.flags, prepared.flags, first=current.revision == 0)
         log.info("serving revision %d: %d flags (%s)", self.snapshot.revision,
                  len(prepared.flags), _summarize(changes))
         return changes
@@ -127,6 +136,18 @@ class Store:
             sub.offer(event)
             if sub.overflowed:
                 self._subscribers.discard(sub)
+
+
+def _by_sources(changes: dict[str, str], old: Any, new: Any) -> dict[str, Any]:
+    """Who made a change of the sources: the source (path or URL) of the flags it changed."""
+    sources: list[str] = []
+    for key in changes:
+        flag = new.get(key) or old.get(key)
+        if flag.source not in sources:
+            sources.append(flag.source)
+    if len(sources) == 1:
+        return {"source": sources[0]}
+    return {"source": sources[0], "sources": sources}
 
 
 def _summarize(changes: dict[str, str], limit: int = 5) -> str:
