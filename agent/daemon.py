@@ -24,6 +24,7 @@ from agent.config import ServeConfig
 from agent.frontends.access import WriteAccess
 from agent.frontends.ndjson.server import Server
 from agent.frontends.service import Service
+from agent.frontends.stats import run_usage_clock
 from agent.host import systemd
 from agent.host.errors import StartupError
 from agent.host.accounts import group_id, user_id
@@ -218,6 +219,7 @@ async def run_agent(
                     nursery.start_soon(_handle_signals, signals, reloader, notifier, store, stop)
                 await nursery.start(server.serve)
                 await nursery.start(history.run)
+                await nursery.start(run_usage_clock, service.stats)
                 await _watch_sources(nursery, sources, reloader)
                 await nursery.start(systemd.run_watchdog, notifier)
                 log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",

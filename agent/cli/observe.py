@@ -6,8 +6,10 @@ Each prints what one op answers in a form a person reads at a glance; ``--json``
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -168,9 +170,81 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def ago(iso: str | None, now: float | None = None) -> str:
+    """``2026-01-01T00:00:00.000Z`` as "5s ago" (or "never")."""
+    if iso is None:
+        return "never"
+    then = calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S"))
+    return f"{duration(max(0.0, (time.time() if now is None else now) - then))} ago"
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d"
+
+
+def split(counts: dict[str, int], total: int) -> str:
+    """``{"on": 25, "off": 75}`` as "off 75.0%  on 25.0%" (largest first)."""
+    return "  ".join(f"{name} {100 * n / total:.1f}%" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def stale(usage: dict[str, dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Served flags never evaluated, and those that gave every caller the same answer (with it)."""
+    never, same = [], []
+    for key, item in sorted(usage.items()):
+        if item.get("served") is False:
+            continue
+        if not item["evaluations"]:
+            never.append(key)
+        elif len(item["variants"]) <= 1 and len(item["reasons"]) == 1:
+            (reason,) = item["reasons"]
+            answer = f"variant {next(iter(item['variants']))}" if item["variants"] else "no variant"
+            same.append((key, f"{answer} for all {item['evaluations']:,} evaluations ({reason})"))
+    return never, same
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    result = request(socket_path(args.socket), {"op": "stats"}, timeout=args.timeout)
+    usage = result.get("usage", {})
+    if args.json:
+        print(json.dumps(usage if not args.stale else dict(zip(("never_evaluated", "same_variant"), stale(usage))),
+                         indent=2, sort_keys=True, ensure_ascii=False))
+        return 0
+    since = f"since the agent started {duration(result['uptime_s'])} ago"
+    if args.stale:
+        never, same = stale(usage)
+        print(f"never evaluated {since}: {len(never)}")
+        for key in never:
+            print(f"  {key}")
+        print(f"gave every caller the same answer: {len(same)}")
+        for key, answer in same:
+            print(f"  {key}: {answer}")
+        return 0
+    if not usage:
+        print("no flags served")
+        return 0
+    width = max(len(k) for k in usage)
+    print(f"{'flag':<{width}}  {'evaluations':>11}  {'last':>10}  split ({since})")
+    for key, item in sorted(usage.items(), key=lambda kv: (-kv[1]["evaluations"], kv[0])):
+        total = item["evaluations"]
+        shown = split(item["variants"], total) if total else ""
+        if "errors" in item:
+            shown += ("  " if shown else "") + "errors " + ", ".join(f"{c} {n}" for c, n in sorted(item["errors"].items()))
+        gone = "  (no longer served)" if item.get("served") is False else ""
+        print(f"{key:<{width}}  {total:>11,}  {ago(item['last_evaluated']):>10}  {shown}{gone}".rstrip())
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "explain": cmd_explain,
     "history": cmd_history,
+    "usage": cmd_usage,
 }
 
 __all__ = ["COMMANDS", "add_commands", "print_trace", "render_step", "request"]

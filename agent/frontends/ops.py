@@ -7,7 +7,8 @@ delete) are async and go through the reloader's lock.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from agent.engine.evaluate import NO_DEFAULT, evaluate
@@ -77,8 +78,9 @@ def op_evaluate(service: Service, conn: Conn, req: dict) -> dict:
     snap = service.store.snapshot
     res = evaluate(snap.flags, key, context, expected_type=value_type, default=req.get("default", NO_DEFAULT))
     if res.error_code is not None:
+        service.stats.count_error(key, res.error_code)
         raise ProtocolError(res.error_message or res.error_code, code=res.error_code)
-    service.stats.evaluations[key] += 1
+    service.stats.usage[(key, res.variant, res.reason)] += 1
     out = {"key": key, "value": res.value, "variant": res.variant, "reason": res.reason,
            "metadata": res.metadata, "revision": snap.revision}
     if res.value is NO_DEFAULT:
@@ -119,11 +121,15 @@ def op_evaluate_all(service: Service, conn: Conn, req: dict) -> dict:
     snap = service.store.snapshot
     flags = snap.flags
     results: dict[str, Any] = {}
+    usage = service.stats.usage
     for key in flags:
         res = evaluate(flags, key, context)
         if res.error_code is not None:
+            service.stats.count_error(key, res.error_code)
             results[key] = {"error": {"code": res.error_code, "message": res.error_message or res.error_code}}
-        elif res.value is NO_DEFAULT:
+            continue
+        usage[(key, res.variant, res.reason)] += 1
+        if res.value is NO_DEFAULT:
             results[key] = {"variant": res.variant, "reason": res.reason, "metadata": res.metadata}
         else:
             results[key] = {"value": res.value, "variant": res.variant, "reason": res.reason, "metadata": res.metadata}
@@ -165,7 +171,9 @@ def op_health(service: Service, conn: Conn, req: dict) -> dict:
 
 def op_stats(service: Service, conn: Conn, req: dict) -> dict:
     _only(req, _NO_ARGS)
-    return service.stats.to_wire(service.store.reloads_ok, service.store.reloads_failed, service.store.subscriber_count)
+    out = service.stats.to_wire(service.store.reloads_ok, service.store.reloads_failed, service.store.subscriber_count)
+    out["usage"] = service.stats.usage_report(service.store.snapshot.flags)
+    return out
 
 
 def op_history(service: Service, conn: Conn, req: dict) -> dict:
@@ -209,13 +217,26 @@ def _named_flag(req: dict) -> str | None:
 
 
 async def op_set(service: Service, conn: Conn, req: dict) -> dict:
-    writer = service.require_writer(conn.peer, "set", _named_flag(req))
-    return await writer.handle_set(conn.peer, req)
+    with _counted_write(service, "set"):
+        writer = service.require_writer(conn.peer, "set", _named_flag(req))
+        return await writer.handle_set(conn.peer, req)
 
 
 async def op_delete(service: Service, conn: Conn, req: dict) -> dict:
-    writer = service.require_writer(conn.peer, "delete", _named_flag(req))
-    return await writer.handle_delete(conn.peer, req)
+    with _counted_write(service, "delete"):
+        writer = service.require_writer(conn.peer, "delete", _named_flag(req))
+        return await writer.handle_delete(conn.peer, req)
+
+
+@contextlib.contextmanager
+def _counted_write(service: Service, op: str) -> Iterator[None]:
+    """Count a write as ``ok`` or ``refused`` (any error answer) for stats and /metrics."""
+    try:
+        yield
+    except Exception:
+        service.stats.writes[(op, "refused")] += 1
+        raise
+    service.stats.writes[(op, "ok")] += 1
 
 
 SYNC_OPS: dict[str, SyncOp] = {
