@@ -47,6 +47,8 @@ class Store:
         flags, digest = merge_sources(sources)
         self.snapshot = Snapshot(revision=0, flags=flags, sources=sources, loaded_at=now, content_hash=digest)
         self.errors: dict[str, SourceError] = {}
+        #: Per source, when it last loaded successfully (its age in /metrics).
+        self.loaded_at: dict[str, float] = {}
         self.last_error: SourceError | None = None
         self.reloads_ok = 0
         self.reloads_failed = 0
@@ -75,6 +77,7 @@ class Store:
                          "source": source, "message": message})
 
     def record_success(self, source: str) -> None:
+        self.loaded_at[source] = time.time()
         if self.errors.pop(source, None) is not None:
             log.info("flag source %s loads again", source)
         if not self.errors:
