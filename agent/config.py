@@ -57,19 +57,36 @@ class ServeConfig:
     shutdown_timeout: float = attrs.field(default=3.0, validator=_positive)
     #: How long a send may wait on a client that does not read before it is disconnected.
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: KEY=VALUE pairs added under every evaluation context (flagd's -X), the request winning.
+    context_values: tuple[str, ...] = attrs.field(default=(), validator=lambda i, a, v: [parse_context_value(x) for x in v])
+    #: Seconds between fetches of an HTTP(S) flag source.
+    poll_interval: float = attrs.field(default=5.0, validator=_positive)
+    #: Where what must outlive the process is kept (the last good version of remote sources).
+    state_dir: str | None = attrs.field(factory=lambda: os.environ.get("STATE_DIRECTORY", "").split(":")[0] or None)
     #: Events a subscriber may leave unread before it is disconnected.
     subscriber_queue: int = attrs.field(default=DEFAULT_SUBSCRIBER_QUEUE, validator=_positive)
-    #: What must outlive the process (the change history); None: $STATE_DIRECTORY, else nowhere.
-    state_dir: str | None = None
     #: The change history's bound, in bytes of its JSON lines; the oldest changes go first.
     history_max_bytes: int = attrs.field(default=DEFAULT_HISTORY_MAX_BYTES, validator=_positive)
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
-_TUPLES = {"flags", "allow_write", "allow_write_group"}
+_TUPLES = {"flags", "allow_write", "allow_write_group", "context_values"}
 _INTS = {"max_connections", "max_line_bytes", "subscriber_queue", "history_max_bytes"}
-_FLOATS = {"shutdown_timeout", "send_timeout"}
+_FLOATS = {"shutdown_timeout", "send_timeout", "poll_interval"}
 _BOOLS = {"read_only"}
+
+
+def parse_context_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--context-value``; ConfigError naming the setting otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"context-value must be KEY=VALUE, not {text!r}")
+    return key.strip(), value
+
+
+def is_remote(source: str) -> bool:
+    """A ``--flags`` value naming a remote source (a URL) rather than a file."""
+    return "://" in source
 
 
 def parse_mode(text: str | int) -> int:
@@ -119,7 +136,7 @@ def _check_table(path: str, table: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{where} must be a string or a list of strings")
             if name == "flags":
-                value = [os.path.join(base, v) for v in value]
+                value = [v if is_remote(v) else os.path.join(base, v) for v in value]
             out[name] = tuple(value)
         elif name in _INTS:
             if type(value) is not int:
@@ -152,7 +169,8 @@ def build_config(file_settings: Mapping[str, Any], cli_settings: Mapping[str, An
         config = ServeConfig(**merged)
     except TypeError as exc:  # only reachable through a programming error in the CLI
         raise ConfigError(str(exc)) from None
-    if config.write_to and os.path.abspath(config.write_to) not in {os.path.abspath(p) for p in config.flags}:
+    if config.write_to and os.path.abspath(config.write_to) not in {
+            os.path.abspath(p) for p in config.flags if not is_remote(p)}:
         raise ConfigError(f"write-to {config.write_to} is not one of the flag files "
                           f"({', '.join(config.flags) or 'none given'}); it must name one of them")
     return config

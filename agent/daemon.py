@@ -20,17 +20,18 @@ import attrs
 import trio
 
 from agent import __version__
-from agent.config import ServeConfig
+from agent.config import ServeConfig, is_remote, parse_context_value
 from agent.frontends.access import WriteAccess
 from agent.frontends.ndjson.server import Server
 from agent.frontends.service import Service
 from agent.frontends.stats import run_usage_clock
 from agent.host import systemd
-from agent.host.errors import StartupError
 from agent.host.accounts import group_id, user_id
-from agent.host.listener import BoundSocket, ListenerError, bind_unix
+from agent.host.listener import BoundSocket, bind_unix, check_socket_path
 from agent.sources.base import LoadOptions, Source
+from agent.host.errors import StartupError
 from agent.sources.files import FileSource
+from agent.sources.http import HttpSource, is_http
 from agent.store.history import HISTORY_FILE_NAME, History
 from agent.store.reloader import Reloader
 from agent.store.store import Store
@@ -52,8 +53,11 @@ class Plan:
     read_only_reason: str
 
 
-def plan(config: ServeConfig) -> Plan:
-    """Resolve users, groups and the write target. Raises StartupError naming the setting."""
+def plan(config: ServeConfig, *, binds: bool) -> Plan:
+    """Resolve users, groups and the write target; check the socket can be made (``binds``: no
+    socket was inherited). Raises StartupError naming the setting."""
+    if binds:
+        check_socket_path(config.socket)
     uids = frozenset(user_id(u, "--allow-write") for u in config.allow_write)
     gids = frozenset(group_id(g, "--allow-write-group") for g in config.allow_write_group)
     socket_gid = group_id(config.socket_group, "--socket-group") if config.socket_group else None
@@ -65,19 +69,22 @@ def choose_write_target(config: ServeConfig) -> tuple[str | None, str]:
     """The file that takes writes, or None and why there is none."""
     if config.read_only:
         return None, "this agent was started with --read-only"
-    sources = list(config.flags)  # as the store names them
+    files = [p for p in config.flags if not is_remote(p)]  # as the store names them
+    remote = [p for p in config.flags if is_remote(p)]
     if config.write_to:
         wanted = os.path.abspath(config.write_to)
-        matching = [p for p in sources if os.path.abspath(p) == wanted]
+        matching = [p for p in files if os.path.abspath(p) == wanted]
         if not matching:  # build_config refuses this; a config built by hand may still hold it
             return None, f"--write-to {config.write_to} is not one of the flag files this agent serves"
         target = matching[-1]
-    elif len(sources) == 1:
-        target = sources[0]
-    elif not sources:
+    elif len(files) == 1:
+        target = files[0]
+    elif not files:
+        if remote:
+            return None, f"{remote[0]} {HttpSource.read_only_reason}, and this agent serves no flag file"
         return None, "this agent serves no flag file"
     else:
-        return None, (f"this agent serves {len(sources)} flag files and was not told which one takes writes; "
+        return None, (f"this agent serves {len(files)} flag files and was not told which one takes writes; "
                       "restart it with --write-to PATH")
     reason = why_not_writable(target)
     if reason:
@@ -121,28 +128,27 @@ def open_listener(config: ServeConfig, inherited: list[Any], socket_gid: int | N
             path = None
         log.info("serving on the socket systemd passed in (%s)", path or "unnamed")
         return BoundSocket(sock=sock, path=path if isinstance(path, str) else None, owned=False)
-    if not config.socket:
-        raise ListenerError("no socket: pass --socket PATH, or start the agent through systemd socket activation")
     return bind_unix(config.socket, mode=config.socket_mode, gid=socket_gid)
 
 
 def build_sources(config: ServeConfig, *, watch: Any = None, poll_seconds: float | None = None) -> list[Source]:
+    """One source per ``--flags`` value, in merge order: a URL or a file."""
     extra = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
-    return [FileSource(path, watch=watch, **extra) for path in config.flags]
-
-
-def state_directory(config: ServeConfig) -> str | None:
-    """--state-dir, else the first of systemd's $STATE_DIRECTORY (StateDirectory=), else None."""
-    if config.state_dir:
-        return config.state_dir
-    env = os.environ.get("STATE_DIRECTORY")
-    return env.split(":")[0] if env else None
+    sources: list[Source] = []
+    for name in config.flags:
+        if is_http(name):
+            sources.append(HttpSource(name, poll_interval=config.poll_interval, state_dir=config.state_dir))
+        elif is_remote(name):
+            raise StartupError(f"--flags {name}: unknown kind of source; give a file path or an http(s):// URL")
+        else:
+            sources.append(FileSource(name, watch=watch, **extra))
+    return sources
 
 
 async def open_history(config: ServeConfig) -> History:
     """The change history, read back from the state directory (StartupError if it cannot be kept
     there); in memory only without one."""
-    state_dir = state_directory(config)
+    state_dir = config.state_dir  # --state-dir, else systemd's $STATE_DIRECTORY (see ServeConfig)
     if state_dir is None:
         log.info("no --state-dir (or $STATE_DIRECTORY): the change history is kept in memory only")
         return History(max_bytes=config.history_max_bytes)
@@ -183,12 +189,12 @@ async def run_agent(
     Resource handling: owns the listening socket; a socket file it created is removed on exit,
     an inherited one is left alone.
     """
-    settings = plan(config)
-    if notifier is None:
-        notifier = systemd.Notifier.from_environment()
     if inherited is None:
         inherited = systemd.inherited_sockets()
+    settings = plan(config, binds=not inherited)
     sources = build_sources(config, watch=watch, poll_seconds=poll_seconds)
+    if notifier is None:
+        notifier = systemd.Notifier.from_environment()
     history = await open_history(config)
     store = Store([s.name for s in sources], subscriber_queue=config.subscriber_queue, history=history)
     reloader = Reloader(store, sources, LoadOptions(fractional=config.fractional, invalid_flags=config.invalid_flags))
@@ -210,6 +216,7 @@ async def run_agent(
                 access=WriteAccess(settings.write_uids, settings.write_gids),
                 writer=build_writer(store, reloader, config, settings.write_target),
                 read_only_reason=settings.read_only_reason,
+                context_values=dict(parse_context_value(v) for v in config.context_values),
             )
             server = Server(service, bound.sock, max_connections=config.max_connections,
                             max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)

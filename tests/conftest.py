@@ -40,7 +40,8 @@ def start_agent(nursery, sock_dir):
 
     async def start(flag_files, **settings):
         settings.setdefault("socket", str(sock_dir / "agent.sock"))
-        config = ServeConfig(flags=tuple(os.path.abspath(p) for p in flag_files), **settings)
+        config = ServeConfig(flags=tuple(str(p) if "://" in str(p) else os.path.abspath(p) for p in flag_files),
+                             **settings)
         return await nursery.start(functools.partial(
             run_agent, config, handle_signals=False, notifier=_SilentNotifier(), inherited=[],
         ))

@@ -95,7 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            description="Serve flag files on a Unix socket until SIGTERM or SIGINT; SIGHUP reloads.")
     serve.add_argument("--config", metavar="FILE", help="TOML file with any of these settings (the command line wins)")
-    serve.add_argument("--flags", action="append", metavar="PATH", help="a flag file (repeat for several; later files win on a key)")
+    serve.add_argument("--flags", action="append", metavar="SOURCE",
+                       help="a flag file (JSON or YAML) or an http(s):// URL (repeat for several; later ones win on a key)")
+    serve.add_argument("--context-value", "-X", action="append", metavar="KEY=VALUE",
+                       help="add KEY to every evaluation context (repeatable; a request's own value wins), e.g. host=%%H")
+    serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between fetches of an http(s) source (default 5)")
+    serve.add_argument("--state-dir", metavar="DIR",
+                       help="where the change history and the last good version of remote sources are kept "
+                       "(default $STATE_DIRECTORY; without either the history is in memory only)")
     serve.add_argument("--socket", metavar="PATH", help="where to listen (optional under systemd socket activation)")
     serve.add_argument("--socket-mode", metavar="MODE", help="permissions of the socket file, octal (default 0660)")
     serve.add_argument("--socket-group", metavar="GROUP", help="group of the socket file")
@@ -111,8 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["auto", "text", "journal", "json"], help="default auto: journal under systemd, else text")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="time in-flight requests get after SIGTERM (default 3)")
-    serve.add_argument("--state-dir", metavar="DIR", help="where the change history is kept (default $STATE_DIRECTORY; "
-                       "without either, in memory only)")
     serve.add_argument("--history-max-bytes", type=_positive_int, metavar="N",
                        help="bound of the change history, oldest dropped first (default 16 MiB)")
 
@@ -186,13 +191,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import agent.host.logs as logs
-    from agent.config import build_config, parse_mode, settings_from_toml
+    from agent.config import build_config, is_remote, parse_mode, settings_from_toml
     from agent.host.errors import StartupError
 
     try:
         file_settings = settings_from_toml(args.config) if args.config else {}
         cli = {
-            "flags": tuple(os.path.abspath(p) for p in args.flags) if args.flags else None,
+            "flags": tuple(p if is_remote(p) else os.path.abspath(p) for p in args.flags) if args.flags else None,
             "socket": args.socket,
             "socket_mode": parse_mode(args.socket_mode) if args.socket_mode is not None else None,
             "socket_group": args.socket_group,
@@ -207,6 +212,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "log_format": args.log_format,
             "log_level": args.log_level,
             "shutdown_timeout": args.shutdown_timeout,
+            "poll_interval": args.poll_interval,
+            "context_values": tuple(args.context_value) if args.context_value else None,
             "state_dir": os.path.abspath(args.state_dir) if args.state_dir else None,
             "history_max_bytes": args.history_max_bytes,
         }

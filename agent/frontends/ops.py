@@ -8,13 +8,14 @@ delete) are async and go through the reloader's lock.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from agent.engine.evaluate import NO_DEFAULT, evaluate
 from agent.engine.explain import explain
 from agent.frontends.service import Service
 from agent.store.peer import Peer
+from agent.store.snapshot import SelectorError, Snapshot, flag_set_of
 from agent.store.store import iso_time as _iso
 from protocol.errors import BadRequest, ProtocolError, ReloadFailed
 from protocol import messages
@@ -42,16 +43,43 @@ def _only(req: dict, allowed: frozenset[str]) -> None:
 
 _ENVELOPE = frozenset({"op", "id"})
 _NO_ARGS = _ENVELOPE
-_EVALUATE_FIELDS = frozenset({"op", "id", "flag", "context", "type", "default"})
-_EVALUATE_ALL_FIELDS = frozenset({"op", "id", "context"})
+_EVALUATE_FIELDS = frozenset({"op", "id", "flag", "context", "type", "default", "selector"})
+_EVALUATE_ALL_FIELDS = frozenset({"op", "id", "context", "selector"})
+_SUBSCRIBE_FIELDS = frozenset({"op", "id", "selector"})
 _HISTORY_FIELDS = frozenset({"op", "id", "flag", "limit"})
 
 
-def _context(req: dict) -> dict | None:
+def _selector(req: dict) -> str | None:
+    selector = req.get("selector")
+    if selector is None or type(selector) is str:
+        return selector
+    raise BadRequest(f"\"selector\" must be a string like \"flagSetId=ID\", not {json_type(selector)}")
+
+
+def flag_set_of_request(selector: str) -> str:
+    try:
+        return flag_set_of(selector)
+    except SelectorError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def selected_flags(snap: Snapshot, selector: str | None) -> Mapping[str, Any]:
+    """The flags a request sees: every flag, or one flag set's (BAD_REQUEST for a bad selector)."""
+    try:
+        return snap.select(selector)
+    except SelectorError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _context(service: Service, req: dict) -> dict | None:
+    """The request's context over the host's (``--context-value``): the request wins on a key."""
     context = req.get("context")
-    if context is None or type(context) is dict:
+    if context is not None and type(context) is not dict:
+        raise BadRequest(f"\"context\" must be an object, not {json_type(context)}")
+    base = service.context_values
+    if not base:
         return context
-    raise BadRequest(f"\"context\" must be an object, not {json_type(context)}")
+    return {**base, **context} if context else dict(base)
 
 
 def op_ping(service: Service, conn: Conn, req: dict) -> dict:
@@ -74,9 +102,10 @@ def op_evaluate(service: Service, conn: Conn, req: dict) -> dict:
             f"\"type\" must be one of {', '.join(sorted(VALUE_TYPES))}, not {value_type!r}"
             if isinstance(value_type, str) else f"\"type\" must be a string, not {json_type(value_type)}"
         )
-    context = _context(req)
+    context = _context(service, req)
     snap = service.store.snapshot
-    res = evaluate(snap.flags, key, context, expected_type=value_type, default=req.get("default", NO_DEFAULT))
+    flags = snap.flags if "selector" not in req else selected_flags(snap, _selector(req))
+    res = evaluate(flags, key, context, expected_type=value_type, default=req.get("default", NO_DEFAULT))
     if res.error_code is not None:
         service.stats.count_error(key, res.error_code)
         raise ProtocolError(res.error_message or res.error_code, code=res.error_code)
@@ -101,8 +130,10 @@ def op_explain(service: Service, conn: Conn, req: dict) -> dict:
     value_type = req.get("type")
     if value_type is not None and value_type not in VALUE_TYPES:
         raise BadRequest(f"\"type\" must be one of {', '.join(sorted(VALUE_TYPES))}, not {value_type!r}")
+    context = _context(service, req)
     snap = service.store.snapshot
-    found = explain(snap.flags, key, _context(req), expected_type=value_type, default=req.get("default", NO_DEFAULT))
+    flags = snap.flags if "selector" not in req else selected_flags(snap, _selector(req))
+    found = explain(flags, key, context, expected_type=value_type, default=req.get("default", NO_DEFAULT))
     res = found.resolution
     if res.error_code is not None:
         raise ProtocolError(res.error_message or res.error_code, code=res.error_code,
@@ -117,9 +148,9 @@ def op_explain(service: Service, conn: Conn, req: dict) -> dict:
 def op_evaluate_all(service: Service, conn: Conn, req: dict) -> dict:
     if not _EVALUATE_ALL_FIELDS.issuperset(req):
         _only(req, _EVALUATE_ALL_FIELDS)
-    context = _context(req)
+    context = _context(service, req)
     snap = service.store.snapshot
-    flags = snap.flags
+    flags = snap.flags if "selector" not in req else selected_flags(snap, _selector(req))
     results: dict[str, Any] = {}
     usage = service.stats.usage
     for key in flags:
@@ -140,21 +171,29 @@ def op_health(service: Service, conn: Conn, req: dict) -> dict:
     _only(req, _NO_ARGS)
     store = service.store
     snap = store.snapshot
+    live = {source.name: source.status() for source in service.reloader.sources}
     sources = []
+    stale = False
     for s in snap.sources:
         err = store.errors.get(s.path)
+        status = live.get(s.path, {})
+        stale = stale or bool(status.get("stale"))
+        fetched = status.get("fetched_at")
         sources.append({
             "path": s.path,
+            "kind": status.get("kind", "file"),
             "loaded": s.loaded,
             "format": s.format,
             "flag_count": len(s.flags),
             "content_hash": s.content_hash,
             "error": err.to_wire() if err else None,
+            **({"stale": bool(status.get("stale")), "fetched_at": _iso(fetched) if fetched else None}
+               if "stale" in status else {}),
         })
     problems = [
         {"source": p.source, "flag": p.flag, "path": p.path, "message": p.message} for p in snap.problems
     ]
-    degraded = store.degraded or bool(problems)
+    degraded = store.degraded or bool(problems) or stale
     return {
         "status": "degraded" if degraded else "ok",
         "revision": snap.revision,
@@ -193,10 +232,12 @@ def op_help(service: Service, conn: Conn, req: dict) -> dict:
 
 
 def op_subscribe(service: Service, conn: Conn, req: dict) -> dict:
-    _only(req, _NO_ARGS)
+    _only(req, _SUBSCRIBE_FIELDS)
     if conn.subscription is not None:
         raise BadRequest("this connection is already subscribed")
-    conn.subscription = service.store.subscribe()
+    selector = _selector(req)
+    flag_set = None if selector is None else flag_set_of_request(selector)
+    conn.subscription = service.store.subscribe(flag_set)
     return {"revision": service.store.snapshot.revision}
 
 
@@ -260,11 +301,11 @@ ASYNC_OPS: dict[str, AsyncOp] = {
 HELP: dict[str, str] = {
     "ping": "liveness: answers {revision}",
     "health": "status ok/degraded, revision, sources and the last load error",
-    "evaluate": "evaluate one flag: {flag, context?, type?, default?}",
-    "evaluate_all": "evaluate every flag for a context: {context?}",
+    "evaluate": "evaluate one flag: {flag, context?, type?, default?, selector?}",
+    "evaluate_all": "evaluate every flag for a context: {context?, selector?}",
     "set": "create or change a flag: {flag, definition | enabled/rollout_percentage/allowed_users, if_revision?}",
     "delete": "delete a flag: {flag, if_revision?}",
-    "subscribe": "receive change events on this connection",
+    "subscribe": "receive change events on this connection: {selector?}",
     "reload": "re-read the flag sources now",
     "stats": "request, evaluation, reload and connection counters",
     "help": "this list",

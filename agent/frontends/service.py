@@ -7,6 +7,8 @@ past it to the daemon's settings. The daemon builds the writer first and hands i
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -35,6 +37,8 @@ class Service:
     writer: Writer | None = None
     read_only_reason: str = "this agent does not accept writes"
     stats: Stats = attrs.Factory(Stats)
+    #: Added under every evaluation context (``--context-value``); a request's own keys win.
+    context_values: Mapping[str, Any] = attrs.field(factory=dict)
 
     def may_write(self, peer: Peer) -> bool:
         return self.access.allows(peer)

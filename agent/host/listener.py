@@ -45,12 +45,21 @@ class BoundSocket:
             pass
 
 
-def bind_unix(path: str, *, mode: int = 0o660, gid: int | None = None, backlog: int = 1024) -> BoundSocket:
-    """Create, permission and listen on a Unix socket at ``path`` (``gid``: its group, if set)."""
+def check_socket_path(path: str | None) -> None:
+    """Refuse, before anything is loaded, a socket that could not be created at ``path``."""
+    if not path:
+        raise ListenerError("no socket: pass --socket PATH, or start the agent through systemd socket activation")
     path = os.path.abspath(path)
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise ListenerError(f"cannot create socket {path}: directory {directory} does not exist")
+
+
+def bind_unix(path: str, *, mode: int = 0o660, gid: int | None = None, backlog: int = 1024) -> BoundSocket:
+    """Create, permission and listen on a Unix socket at ``path`` (``gid``: its group, if set)."""
+    check_socket_path(path)
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
     _clear_stale(path)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     if len(tmp.encode()) > 107:

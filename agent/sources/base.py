@@ -85,6 +85,11 @@ class Source(Protocol):
         """
         ...
 
+    def status(self) -> dict[str, Any]:
+        """What health shows beyond the content: ``kind``, and for a remote source ``stale``
+        (serving a version that may be out of date) and ``fetched_at`` (Unix time)."""
+        ...
+
     async def watch(self, changed: Changed, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled, awaiting ``changed(why)`` whenever a newer version may exist.
 

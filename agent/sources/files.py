@@ -106,6 +106,9 @@ class FileSource:
             return SourceOutcome(previous, None)
         return parse_source(path, data, digest, previous, options)
 
+    def status(self) -> dict[str, Any]:
+        return {"kind": "file"}
+
     async def watch(self, changed: Changed, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> Any:
         watcher = SourceWatcher([self.name], lambda: changed("file change"), watch=self._watch,
                                 poll_seconds=self._poll_seconds)

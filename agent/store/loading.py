@@ -23,10 +23,11 @@ def prepare(
 
 def build(outcomes: Sequence[SourceOutcome], current_flags: Mapping[str, Any], base_revision: int) -> Prepared:
     states = tuple(o.state for o in outcomes)
-    flags, digest = merge_sources(states)
+    flags, sets, digest = merge_sources(states)
     return Prepared(
         sources=states,
         flags=flags,
+        sets=sets,
         content_hash=digest,
         changes=diff_flags(current_flags, flags),
         base_revision=base_revision,

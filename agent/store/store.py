@@ -16,7 +16,7 @@ import attrs
 
 from agent.sources.base import SourceState
 from agent.store.history import History
-from agent.store.snapshot import Prepared, Snapshot, diff_flags, merge_sources
+from agent.store.snapshot import EMPTY_SETS, Prepared, Snapshot, diff_flags, merge_sources
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE, Subscription
 
 log = logging.getLogger("flagsock.store")
@@ -44,8 +44,9 @@ class Store:
                  history: History | None = None) -> None:
         now = time.time()
         sources = tuple(SourceState(path=n) for n in names)
-        flags, digest = merge_sources(sources)
-        self.snapshot = Snapshot(revision=0, flags=flags, sources=sources, loaded_at=now, content_hash=digest)
+        flags, sets, digest = merge_sources(sources)
+        self.snapshot = Snapshot(revision=0, flags=flags, sources=sources, loaded_at=now, content_hash=digest,
+                                 sets=sets)
         self.errors: dict[str, SourceError] = {}
         #: Per source, when it last loaded successfully (its age in /metrics).
         self.loaded_at: dict[str, float] = {}
@@ -105,9 +106,10 @@ class Store:
             sources=prepared.sources,
             loaded_at=time.time(),
             content_hash=prepared.content_hash,
+            sets=prepared.sets,
         )
         if changes:
-            self._broadcast({"event": "changed", "revision": self.snapshot.revision, "flags": changes})
+            self._broadcast_changes(current, changes)
             self.history.record(self.snapshot.revision, iso_time(self.snapshot.loaded_at),
                                 by if by is not None else _by_sources(changes, current.flags, prepared.flags),
                                 changes, current.flags, prepared.flags, first=current.revision == 0)
@@ -117,8 +119,9 @@ class Store:
 
     # -- subscribers ------------------------------------------------------------------------
 
-    def subscribe(self) -> Subscription:
-        sub = Subscription(self._subscriber_queue)
+    def subscribe(self, flag_set: str | None = None) -> Subscription:
+        """A new subscriber's queue; with ``flag_set``, it hears only of that set's flags."""
+        sub = Subscription(self._subscriber_queue, flag_set=flag_set)
         self._subscribers.add(sub)
         return sub
 
@@ -136,6 +139,29 @@ class Store:
 
     def _broadcast(self, event: dict[str, Any]) -> None:
         for sub in list(self._subscribers):
+            sub.offer(event)
+            if sub.overflowed:
+                self._subscribers.discard(sub)
+
+    def _broadcast_changes(self, before: Snapshot, changes: dict[str, str]) -> None:
+        """``changed`` to every subscriber; one restricted to a flag set hears that set's own diff
+        (a key may change in the merged view and not in its set, or the other way round)."""
+        revision = self.snapshot.revision
+        everything = {"event": "changed", "revision": revision, "flags": changes}
+        per_set: dict[str, dict[str, Any] | None] = {}
+        for sub in list(self._subscribers):
+            flag_set = sub.flag_set
+            if flag_set is None:
+                event = everything
+            else:
+                if flag_set not in per_set:
+                    set_changes = diff_flags(before.sets.get(flag_set, EMPTY_SETS),
+                                             self.snapshot.sets.get(flag_set, EMPTY_SETS))
+                    per_set[flag_set] = ({"event": "changed", "revision": revision, "flags": set_changes}
+                                         if set_changes else None)
+                event = per_set[flag_set]
+                if event is None:
+                    continue
             sub.offer(event)
             if sub.overflowed:
                 self._subscribers.discard(sub)

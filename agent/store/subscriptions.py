@@ -17,9 +17,11 @@ class Subscription:
     overflowed and closed, and the connection tells the client and hangs up.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, flag_set: str | None = None) -> None:
         self._send, self.receive = trio.open_memory_channel[dict[str, Any]](limit)
         self.overflowed = False
+        #: Only this flag set's changes (a ``flagSetId=ID`` selector), or every flag's.
+        self.flag_set = flag_set
 
     def offer(self, event: dict[str, Any]) -> None:
         if self.overflowed:

@@ -40,6 +40,7 @@ from typing import Any
 import attrs
 
 from agent.writes.splice import splice
+from agent.writes.yamledit import YamlLayout, render_yaml
 from protocol.errors import FlagNotFound, InvalidFlag
 
 SIMPLE_FIELDS = ("enabled", "rollout_percentage", "allowed_users")
@@ -85,9 +86,12 @@ def encode(doc: Any, layout: Layout) -> bytes:
     return text.encode("utf-8")
 
 
-def render(text: str | None, old: dict, new: dict, layout: Layout) -> bytes:
+def render(text: str | None, old: dict, new: dict, layout: Layout | YamlLayout) -> bytes:
     """The bytes of ``new``: ``text`` with only the changed flags rewritten where that can be
-    done (see :mod:`agent.writes.splice`), else the whole document encoded in ``layout``."""
+    done (see :mod:`agent.writes.splice`), else the whole document encoded in ``layout``; a YAML
+    file keeps its comments and layout (:mod:`agent.writes.yamledit`)."""
+    if isinstance(layout, YamlLayout):
+        return render_yaml(text, old, new)
     if text is not None:
         spliced = splice(text, old, new, indent=layout.indent, ensure_ascii=layout.ensure_ascii)
         if spliced is not None:

@@ -29,6 +29,8 @@ from agent.store.loading import build
 from agent.store.peer import Peer, who
 from agent.store.reloader import Reloader
 from agent.store.store import Store
+from agent.engine.formats.yaml import YamlProblem, is_yaml, load_yaml
+from agent.writes.yamledit import YAML_LAYOUT
 from agent.writes.docedit import (
     DEFAULT_LAYOUT,
     apply_delete,
@@ -172,17 +174,19 @@ class Writer:
         return _Written(SourceOutcome(state, None), wrote)
 
     def _decode(self, data: bytes | None) -> tuple[dict, Any, str | None]:
+        yaml = is_yaml(self.path)
         if data is None or not data.strip():
-            return {"flags": {}}, DEFAULT_LAYOUT, None
+            return {"flags": {}}, YAML_LAYOUT if yaml else DEFAULT_LAYOUT, None
         try:
             text = data.decode("utf-8-sig")
-            doc = json.loads(text)
-        except ValueError as exc:  # UnicodeDecodeError is one too
-            raise InvalidFlag(f"{self.path} on disk is not valid JSON ({exc}); fix or replace the file first "
+            doc = load_yaml(data, self.path) if yaml else json.loads(text)
+        except (ValueError, YamlProblem) as exc:  # UnicodeDecodeError is one too
+            what = "YAML" if yaml else "JSON"
+            raise InvalidFlag(f"{self.path} on disk is not valid {what} ({exc}); fix or replace the file first "
                               f"(the agent still serves revision {self.store.snapshot.revision})") from None
         if type(doc) is not dict:
             raise InvalidFlag(f"{self.path} on disk is {json_type(doc)}, not a flag file; fix or replace it first")
-        return doc, detect_layout(text), text
+        return doc, YAML_LAYOUT if yaml else detect_layout(text), text
 
 
 def _fields(peer: Peer, op: str, flag: str | None, before: int, after: int | None, refused: str | None) -> dict:

@@ -35,6 +35,8 @@ import orjson
 
 from agent.engine.formats.flagd import FlagdCompiler
 from agent.engine.formats.simple import compile_simple_flag
+from agent.engine.formats.yaml import YamlProblem, is_yaml, load_yaml
+from agent.engine.formats.yaml import problem as yaml_problem
 from agent.engine.model import (
     EMPTY,
     CompiledFlag,
@@ -120,6 +122,14 @@ def _decode(data: bytes, source: str) -> dict:
         data = data[3:]
     if not data.strip():
         raise refuse("file is empty")
+    if is_yaml(source):
+        try:
+            doc = load_yaml(data, source)
+        except YamlProblem as exc:
+            raise FlagFileError([yaml_problem(source, exc)]) from None
+        if type(doc) is not dict:
+            raise refuse(f"a flag file must be a mapping, got {json_type(doc)}")
+        return doc
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
