@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.cli import top
 from agent.cli.transport import CliError, exchange, request, socket_path
 
 Client = Callable[..., argparse.ArgumentParser]
@@ -40,6 +41,7 @@ def add_commands(sub: Any, client: Client, json_object: Callable[[str], Any], po
     usage.add_argument("--stale", action="store_true",
                        help="list only the flags never evaluated and those that gave every caller the same variant")
     usage.add_argument("--json", action="store_true")
+    top.add_command(client)
 
 
 def _compact(value: Any, limit: int = 60) -> str:
@@ -245,6 +247,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "explain": cmd_explain,
     "history": cmd_history,
     "usage": cmd_usage,
+    "top": top.cmd_top,
 }
 
 __all__ = ["COMMANDS", "add_commands", "print_trace", "render_step", "request"]
