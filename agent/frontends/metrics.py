@@ -137,38 +137,52 @@ def render_metrics(service: Any) -> bytes:
     """The agent's metrics in the Prometheus text exposition format (``CONTENT_TYPE``).
 
     The families with a sample per flag are written here directly, in the same format:
-    ``prometheus_client`` builds a labelled sample object and then formats it, about 10 us a
-    sample, so 10,000 flags with two variants each took 150-300 ms a scrape; written straight
-    from the counters they take a tenth of that (bench/RESULTS.md). The rest, a few dozen
-    samples, goes through ``generate_latest``.
+    ``prometheus_client`` builds a labelled sample object and then formats it, several
+    microseconds a sample, so 10,000 flags with two variants each took 150-300 ms a scrape.
+    Here each counter key's line up to its value is made once and kept (:data:`_LINE_HEADS`),
+    so a scrape is a dict lookup and a concatenation a sample (bench/RESULTS.md). The rest, a
+    few dozen samples, goes through ``generate_latest``.
     """
     from prometheus_client import CollectorRegistry, generate_latest
 
     stats = service.stats
-    parts = [_counter_text(_EVALUATIONS, ((key, variant or "", reason.lower(), n)
-                                          for (key, variant, reason), n in list(stats.usage.items()))),
-             _counter_text(_ERRORS, ((key or "", code.lower(), n) for (key, code), n in list(stats.errors.items())))]
+    parts = [_counter_text(_EVALUATIONS, stats.usage, _evaluation_labels),
+             _counter_text(_ERRORS, stats.errors, _error_labels)]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(service, per_flag=False))
     parts.append(generate_latest(registry).decode())
     return "".join(parts).encode()
 
 
-def _counter_text(family: tuple[str, str, tuple[str, ...]], rows: Iterator[tuple[Any, ...]]) -> str:
-    """One counter family as exposition text: HELP, TYPE, then a ``NAME_total{labels} n`` line a row."""
+#: Per family and counter key, its sample line up to the value; bounded (cleared when full).
+_LINE_HEADS: dict[str, dict[tuple[Any, ...], str]] = {}
+_MAX_HEADS = 200_000
+
+
+def _evaluation_labels(key: tuple[str, str | None, str]) -> tuple[str, ...]:
+    flag, variant, reason = key
+    return flag, variant or "", reason.lower()
+
+
+def _error_labels(key: tuple[str | None, str]) -> tuple[str, ...]:
+    flag, code = key
+    return flag or "", code.lower()
+
+
+def _counter_text(family: tuple[str, str, tuple[str, ...]], counter: Any, labels_of: Any) -> str:
+    """One counter family as exposition text: HELP, TYPE, then ``NAME_total{labels} n`` a key."""
     name, doc, labels = family
-    line = (f"{name}_total{{{{" + ",".join(f'{label}="{{}}"' for label in labels) + "}} {}").format
-    escaped: dict[str, str] = {}  # flag keys and variants repeat across rows; escape each once
+    heads = _LINE_HEADS.setdefault(name, {})
+    if len(heads) > _MAX_HEADS:
+        heads.clear()
     lines = [f"# HELP {name}_total {doc}", f"# TYPE {name}_total counter"]
     append = lines.append
-    for *values, n in rows:
-        shown = []
-        for value in values:
-            text = escaped.get(value)
-            if text is None:
-                text = escaped[value] = _escape(value)
-            shown.append(text)
-        append(line(*shown, n))
+    for key, n in list(counter.items()):
+        head = heads.get(key)
+        if head is None:
+            label_text = ",".join(f'{label}="{_escape(value)}"' for label, value in zip(labels, labels_of(key)))
+            head = heads[key] = f"{name}_total{{{label_text}}} "
+        append(head + str(n))
     return "\n".join(lines) + "\n"
 
 
