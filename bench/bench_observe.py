@@ -5,7 +5,7 @@
 * ``load``: ``evaluate`` through the socket (static and targeted flags, 16 connections), this
   checkout (usage counted per flag, variant and reason; request latency timed for the
   histogram) against the agent before issue 16 (``--before DIR``, a tree of that commit; by
-  default ``git archive`` of ``--before-commit``, 5f41eda). Runs alternate, each side keeps its
+  default ``git archive`` of ``--before-commit``: main as last merged, without this work). Runs alternate, each side keeps its
   best of ``--repeat``; the figures are throughput, p99 and server CPU per answer, the steadiest
   on a shared machine. Target: within 3%.
 * ``scrape``: ``render_metrics`` (what ``GET /metrics`` serves) for an agent with 10,000 flags
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 import bench_server as bs  # noqa: E402
 import gen_flags  # noqa: E402
 
-BEFORE_COMMIT = "5f41eda"
+BEFORE_COMMIT = "ce872d9"  # main as this branch last merged it, without issue 16
 
 
 def part_load(args: argparse.Namespace, work: str) -> list[str]:

@@ -32,12 +32,15 @@ class Stats:
         self.requests: Counter[str] = Counter()
         #: (flag, variant or None, reason) -> evaluations answered so.
         self.usage: Counter[tuple[str, str | None, str]] = Counter()
+        #: flag -> evaluations counted without their variant and reason: frontends written before
+        #: ``usage`` (``stats.evaluations[key] += 1``); prefer :meth:`count`.
+        self.evaluations: Counter[str] = Counter()
         #: (flag, error code) -> evaluations that failed so; the flag is None for FLAG_NOT_FOUND
         #: (anyone can ask for any name: those must not grow a key each).
         self.errors: Counter[tuple[str | None, str]] = Counter()
         #: Per flag, the wall-clock time an evaluation of it was last noticed.
         self.last_evaluated: dict[str, float] = {}
-        self._noticed: dict[tuple[str, str | None, str], int] = {}
+        self._noticed: dict[Any, int] = {}
         self._noticed_requests = -1
         #: Evaluations counted through count() (other frontends), so notice_usage sees them move.
         self.counted_elsewhere = 0
@@ -85,12 +88,13 @@ class Stats:
         now = time.time() if now is None else now
         noticed = self._noticed
         last = self.last_evaluated
-        for counted in (self.usage, self.errors):
+        for counted in (self.usage, self.errors, self.evaluations):
             for key, n in list(counted.items()):
                 if noticed.get(key) != n:
                     noticed[key] = n
-                    if key[0] is not None:
-                        last[key[0]] = now
+                    flag = key if type(key) is str else key[0]
+                    if flag is not None:
+                        last[flag] = now
 
     def usage_report(self, served: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Per flag (every served flag, and any other evaluated since start): evaluations,
@@ -106,6 +110,10 @@ class Stats:
             if variant is not None:
                 item["variants"][variant] = item["variants"].get(variant, 0) + n
             item["reasons"][reason] = item["reasons"].get(reason, 0) + n
+        for key, n in list(self.evaluations.items()):  # counted without variant and reason
+            item = report.get(key) or report.setdefault(key, {"evaluations": 0, "variants": {}, "reasons": {},
+                                                              "last_evaluated": None, "served": False})
+            item["evaluations"] += n
         for (key, code), n in list(self.errors.items()):
             if key is None:
                 continue
@@ -119,9 +127,9 @@ class Stats:
                 report[key]["last_evaluated"] = iso_time(at)
         return report
 
-    def evaluations(self) -> dict[str, int]:
+    def evaluation_totals(self) -> dict[str, int]:
         """Successful evaluations per flag (the v1 ``stats`` field)."""
-        totals: Counter[str] = Counter()
+        totals: Counter[str] = Counter(self.evaluations)
         for (key, _, _), n in list(self.usage.items()):
             totals[key] += n
         return dict(totals)
@@ -129,7 +137,7 @@ class Stats:
     def to_wire(self, reloads_ok: int, reloads_failed: int, subscribers: int) -> dict[str, Any]:
         return {
             "requests": dict(self.requests),
-            "evaluations": self.evaluations(),
+            "evaluations": self.evaluation_totals(),
             "reloads": {"ok": reloads_ok, "failed": reloads_failed},
             "connections": {
                 "open": self.connections_open,

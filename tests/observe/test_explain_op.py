@@ -82,3 +82,17 @@ def test_cli_explain_prints_an_indented_tree(flag_file, sock_dir):
         failed = flagsock("explain", "broken-rule", "--context", '{"x": false}', "--socket", sock)
         assert failed.returncode == 1
         assert "GENERAL" in failed.stderr and failed.stdout.splitlines()[-1].startswith("=> ")
+
+
+async def test_explain_takes_a_selector_and_the_host_context(start_agent, tmp_path):
+    flag_file = write_json(tmp_path / "sets.json", {"flags": {
+        "in-web": {"state": "ENABLED", "variants": {"a": "A", "b": "B"}, "defaultVariant": "a",
+                   "metadata": {"flagSetId": "web"}, "targeting": {"if": [{"==": [{"var": "host"}, "h1"]}, "b", "a"]}},
+    }})
+    running = await start_agent([flag_file], context_values=("host=h1",))
+    async with await LineClient.connect(running.socket_path) as client:
+        found = await client.result({"op": "explain", "flag": "in-web", "selector": "flagSetId=web"})
+        assert found["variant"] == "b"
+        assert any(step.get("op") == "var" and step["result"] == "h1" for step in found["trace"])
+        other = await client.request({"op": "explain", "flag": "in-web", "selector": "flagSetId=mobile"})
+        assert other["error"]["code"] == "FLAG_NOT_FOUND"

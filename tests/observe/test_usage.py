@@ -146,3 +146,12 @@ def test_cli_usage_and_stale(flag_file, sock_dir):
         assert stale[4] == "  everyone: variant on for all 1 evaluations (STATIC)"
         as_json = json.loads(flagsock("usage", "--stale", "--json", "--socket", sock).stdout)
         assert as_json["never_evaluated"] == ["typed", "unused"]
+
+
+def test_a_frontend_counting_the_old_way_still_shows_in_usage():
+    stats = Stats()
+    stats.evaluations["legacy"] += 3  # as frontends written before usage do
+    stats.requests["x"] += 1
+    report = stats.usage_report(["legacy"])
+    assert report["legacy"]["evaluations"] == 3 and report["legacy"]["last_evaluated"] is not None
+    assert stats.to_wire(0, 0, 0)["evaluations"] == {"legacy": 3}
