@@ -100,9 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--context-value", "-X", action="append", metavar="KEY=VALUE",
                        help="add KEY to every evaluation context (repeatable; a request's own value wins), e.g. host=%%H")
     serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between fetches of an http(s) source (default 5)")
-    serve.add_argument("--state-dir", metavar="DIR",
-                       help="where the change history and the last good version of remote sources are kept "
-                       "(default $STATE_DIRECTORY; without either the history is in memory only)")
+    serve.add_argument("--state-dir", metavar="DIR", help="where the change history and remote sources' last good "
+                       "versions are kept (default $STATE_DIRECTORY; without, the history is in memory only)")
     serve.add_argument("--socket", metavar="PATH", help="where to listen (optional under systemd socket activation)")
     serve.add_argument("--socket-mode", metavar="MODE", help="permissions of the socket file, octal (default 0660)")
     serve.add_argument("--socket-group", metavar="GROUP", help="group of the socket file")
@@ -118,8 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["auto", "text", "journal", "json"], help="default auto: journal under systemd, else text")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="time in-flight requests get after SIGTERM (default 3)")
-    serve.add_argument("--history-max-bytes", type=_positive_int, metavar="N",
-                       help="bound of the change history, oldest dropped first (default 16 MiB)")
 
     validate = sub.add_parser("validate", help="check flag files offline",
                               description="Check flag files without an agent. Exit 0 when all are valid, else 1 with one line per problem.")
@@ -166,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = client("watch", "print a line for each change", "Subscribe and print a line per change event until interrupted.")
     watch.add_argument("--json", action="store_true", help="print the raw events")
-    observe.add_commands(sub, client, _json_object, _positive_int)
+    observe.add_commands(sub, client, _json_object, _positive_int, serve)
     return parser
 
 

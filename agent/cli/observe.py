@@ -19,8 +19,12 @@ from agent.cli.transport import CliError, exchange, request, socket_path
 Client = Callable[..., argparse.ArgumentParser]
 
 
-def add_commands(sub: Any, client: Client, json_object: Callable[[str], Any], positive_int: Any) -> None:
-    """Add the subcommands to ``sub`` (``client`` makes a parser with --socket and --timeout)."""
+def add_commands(sub: Any, client: Client, json_object: Callable[[str], Any], positive_int: Any,
+                 serve: argparse.ArgumentParser) -> None:
+    """Add the subcommands to ``sub`` (``client`` makes a parser with --socket and --timeout), and
+    ``serve``'s history option."""
+    serve.add_argument("--history-max-bytes", type=positive_int, metavar="N",
+                       help="bound of the change history, oldest dropped first (default 16 MiB)")
     explain = client("explain", "show how a flag's value for a user or context was reached",
                      "Evaluate a flag and print each step its rule took, as a tree, ending with how the "
                      "variant was chosen.")
