@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 RUN := .run
 SOCKET ?= ./flagsock.sock
 
-.PHONY: serve test lint bench bench-engine bench-client bench-events soak clean
+.PHONY: serve test lint bench bench-engine bench-client bench-events bench-http soak clean
 
 # editable_mode=compat: the checkout goes on sys.path through a .pth file; the default
 # import-hook finder would cost every start of the agent 20 ms.
@@ -44,6 +44,10 @@ bench-client: $(STAMP)
 
 bench-events: $(STAMP)
 	$(BIN)/python bench/bench_events.py
+
+## bench-http: OFREP over HTTP against NDJSON evaluate on the same agent; bulk 304 vs 200
+bench-http: $(STAMP)
+	$(BIN)/python bench/bench_http.py
 
 ## soak: ten minutes of load with reloads and writes
 soak: $(STAMP)

@@ -12,7 +12,9 @@ from typing import Any
 
 import attrs
 
+from agent.engine.rules.fractional import VERSIONS as FRACTIONAL_VERSIONS
 from agent.host.errors import StartupError
+from agent.sources.etcd.layout import SCHEME, EtcdLocation, LocationError
 from agent.store.history import DEFAULT_HISTORY_MAX_BYTES
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE
 from protocol.framing import DEFAULT_MAX_LINE_BYTES
@@ -45,7 +47,7 @@ class ServeConfig:
     socket_group: str | None = None
     max_connections: int = attrs.field(default=1024, validator=_positive)
     max_line_bytes: int = attrs.field(default=DEFAULT_MAX_LINE_BYTES, validator=_positive)
-    fractional: str = attrs.field(default="v2", validator=_one_of("v2", "v3"))
+    fractional: str = attrs.field(default="v2", validator=_one_of(*FRACTIONAL_VERSIONS))
     invalid_flags: str = attrs.field(default="reject", validator=_one_of("reject", "isolate"))
     read_only: bool = False
     write_to: str | None = None
@@ -67,13 +69,37 @@ class ServeConfig:
     subscriber_queue: int = attrs.field(default=DEFAULT_SUBSCRIBER_QUEUE, validator=_positive)
     #: The change history's bound, in bytes of its JSON lines; the oldest changes go first.
     history_max_bytes: int = attrs.field(default=DEFAULT_HISTORY_MAX_BYTES, validator=_positive)
+    #: etcd sources (``--flags etcd://...``): credentials and TLS files.
+    etcd_user: str | None = None
+    etcd_password_file: str | None = None
+    etcd_ca: str | None = None
+    etcd_cert: str | None = None
+    etcd_key: str | None = None
+    #: HTTP listeners (``unix:PATH`` or ``HOST:PORT``): OFREP, its SSE stream and the probes.
+    http: tuple[str, ...] = ()
+    #: Allow an HTTP host that is not loopback.
+    http_allow_remote: bool = False
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
-_TUPLES = {"flags", "allow_write", "allow_write_group", "context_values"}
+_TUPLES = {"flags", "allow_write", "allow_write_group", "context_values", "http"}
 _INTS = {"max_connections", "max_line_bytes", "subscriber_queue", "history_max_bytes"}
 _FLOATS = {"shutdown_timeout", "send_timeout", "poll_interval"}
-_BOOLS = {"read_only"}
+_BOOLS = {"read_only", "http_allow_remote"}
+_ETCD_FILES = ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
+
+
+def _check_etcd(config: "ServeConfig") -> None:
+    for source in config.flags:
+        if source.startswith(SCHEME):
+            try:
+                EtcdLocation.parse(source)
+            except LocationError as exc:
+                raise ConfigError(f"--flags {exc}") from None
+    if (config.etcd_user is None) != (config.etcd_password_file is None):
+        raise ConfigError("--etcd-user and --etcd-password-file go together (the password is read from the file)")
+    if (config.etcd_cert is None) != (config.etcd_key is None):
+        raise ConfigError("--etcd-cert and --etcd-key go together (the client certificate and its key)")
 
 
 def parse_context_value(text: str) -> tuple[str, str]:
@@ -155,7 +181,7 @@ def _check_table(path: str, table: Mapping[str, Any]) -> dict[str, Any]:
         else:
             if not isinstance(value, str):
                 raise ConfigError(f"{where} must be a string, not {value!r}")
-            if name in ("socket", "write_to", "state_dir"):
+            if name in ("socket", "write_to", "state_dir", *_ETCD_FILES) and not is_remote(value):
                 value = os.path.join(base, value)
             out[name] = value
     return out
@@ -169,8 +195,19 @@ def build_config(file_settings: Mapping[str, Any], cli_settings: Mapping[str, An
         config = ServeConfig(**merged)
     except TypeError as exc:  # only reachable through a programming error in the CLI
         raise ConfigError(str(exc)) from None
-    if config.write_to and os.path.abspath(config.write_to) not in {
-            os.path.abspath(p) for p in config.flags if not is_remote(p)}:
+    _check_etcd(config)
+    from agent.frontends.http.address import HttpAddressError, check_http_address
+
+    for address in config.http:
+        try:
+            check_http_address(address, allow_remote=config.http_allow_remote)
+        except HttpAddressError as exc:
+            raise ConfigError(str(exc)) from None
+    if config.write_to and _absolute(config.write_to) not in {_absolute(p) for p in config.flags}:
         raise ConfigError(f"write-to {config.write_to} is not one of the flag files "
                           f"({', '.join(config.flags) or 'none given'}); it must name one of them")
     return config
+
+
+def _absolute(source: str) -> str:
+    return source if is_remote(source) else os.path.abspath(source)

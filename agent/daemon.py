@@ -20,8 +20,10 @@ import attrs
 import trio
 
 from agent import __version__
-from agent.config import ServeConfig, is_remote, parse_context_value
+from agent.config import ConfigError, ServeConfig, is_remote, parse_context_value
 from agent.frontends.access import WriteAccess
+from agent.frontends.http import (HttpLimits, HttpServer, SharedConnectionLimit, bind_tcp, build_router,
+                                  check_http_address)
 from agent.frontends.ndjson.server import Server
 from agent.frontends.service import Service
 from agent.frontends.stats import run_usage_clock
@@ -30,6 +32,7 @@ from agent.host.accounts import group_id, user_id
 from agent.host.listener import BoundSocket, bind_unix, check_socket_path
 from agent.sources.base import LoadOptions, Source
 from agent.host.errors import StartupError
+from agent.sources.etcd.layout import SCHEME as ETCD, EtcdLocation
 from agent.sources.files import FileSource
 from agent.sources.http import HttpSource, is_http
 from agent.store.history import HISTORY_FILE_NAME, History
@@ -69,24 +72,25 @@ def choose_write_target(config: ServeConfig) -> tuple[str | None, str]:
     """The file that takes writes, or None and why there is none."""
     if config.read_only:
         return None, "this agent was started with --read-only"
-    files = [p for p in config.flags if not is_remote(p)]  # as the store names them
-    remote = [p for p in config.flags if is_remote(p)]
+    # As the store names them: files, and etcd prefixes (an http(s) source is read-only).
+    writable = [p for p in config.flags if not is_remote(p) or p.startswith(ETCD)]
+    read_only = [p for p in config.flags if p not in writable]
     if config.write_to:
         wanted = os.path.abspath(config.write_to)
-        matching = [p for p in files if os.path.abspath(p) == wanted]
+        matching = [p for p in writable if p == config.write_to or (not is_remote(p) and os.path.abspath(p) == wanted)]
         if not matching:  # build_config refuses this; a config built by hand may still hold it
             return None, f"--write-to {config.write_to} is not one of the flag files this agent serves"
         target = matching[-1]
-    elif len(files) == 1:
-        target = files[0]
-    elif not files:
-        if remote:
-            return None, f"{remote[0]} {HttpSource.read_only_reason}, and this agent serves no flag file"
+    elif len(writable) == 1:
+        target = writable[0]
+    elif not writable:
+        if read_only:
+            return None, f"{read_only[0]} {HttpSource.read_only_reason}, and this agent serves no flag file"
         return None, "this agent serves no flag file"
     else:
-        return None, (f"this agent serves {len(files)} flag files and was not told which one takes writes; "
-                      "restart it with --write-to PATH")
-    reason = why_not_writable(target)
+        return None, (f"this agent serves {len(writable)} flag files or etcd prefixes and was not told which one "
+                      "takes writes; restart it with --write-to PATH-OR-URL")
+    reason = None if is_remote(target) else why_not_writable(target)
     if reason:
         return None, reason
     return target, ""
@@ -100,6 +104,8 @@ class Running:
     server: Server
     bound: BoundSocket
     _stop: trio.Event
+    #: The HTTP frontends (``--http``), in the order given.
+    http: list[HttpListener] = attrs.Factory(list)
 
     @property
     def socket_path(self) -> str | None:
@@ -107,6 +113,56 @@ class Running:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+@attrs.define
+class HttpListener:
+    """One ``--http`` address served: its server and socket (``port`` for TCP, ``path`` for Unix)."""
+
+    server: HttpServer
+    sock: Any
+    bound: BoundSocket | None = None
+    port: int | None = None
+
+    @property
+    def path(self) -> str | None:
+        return self.bound.path if self.bound is not None else None
+
+    def close(self) -> None:
+        if self.bound is not None:
+            self.bound.cleanup()
+        self.sock.close()
+
+
+def open_http_listeners(config: ServeConfig, service: Service, socket_gid: int | None) -> list[HttpListener]:
+    """Bind every ``--http`` address (build_config checked them) and build its server, all
+    sharing the NDJSON server's connection cap.
+
+    Resource handling: on failure the sockets bound so far are closed before the error leaves.
+    """
+    listeners: list[HttpListener] = []
+    if not config.http:
+        return listeners
+    router = build_router(service)
+    shared = SharedConnectionLimit(service.stats, config.max_connections)
+    limits = HttpLimits(send_timeout=config.send_timeout)
+    try:
+        for text in config.http:
+            address = check_http_address(text, allow_remote=config.http_allow_remote)
+            if address.path is not None:
+                bound = bind_unix(address.path, mode=config.socket_mode, gid=socket_gid)
+                sock, port = bound.sock, None
+            else:
+                bound, sock = None, bind_tcp(address.host, address.port)
+                port = sock.getsockname()[1]
+            server = HttpServer(router, sock, limits=limits, connections=shared,
+                                server_header=f"flagsock/{__version__}")
+            listeners.append(HttpListener(server, sock, bound, port))
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
 
 
 def status_line(store: Store) -> str:
@@ -138,8 +194,11 @@ def build_sources(config: ServeConfig, *, watch: Any = None, poll_seconds: float
     for name in config.flags:
         if is_http(name):
             sources.append(HttpSource(name, poll_interval=config.poll_interval, state_dir=config.state_dir))
+        elif name.startswith(ETCD):
+            sources.append(etcd_source(config, name))
         elif is_remote(name):
-            raise StartupError(f"--flags {name}: unknown kind of source; give a file path or an http(s):// URL")
+            raise StartupError(f"--flags {name}: unknown kind of source; give a file path, an http(s):// URL "
+                               "or etcd://HOST:PORT/PREFIX")
         else:
             sources.append(FileSource(name, watch=watch, **extra))
     return sources
@@ -162,9 +221,41 @@ async def open_history(config: ServeConfig) -> History:
     return history
 
 
-def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: str | None) -> Writer | None:
+def etcd_source(config: ServeConfig, url: str) -> Source:
+    """An ``etcd://`` source with the agent's etcd credentials and TLS files (read now: a missing
+    password file stops the start, naming it)."""
+    # Imported here: httpx takes 130 ms to import, which an agent serving files never pays.
+    from agent.sources.etcd.settings import EtcdSettings
+    from agent.sources.etcd.source import EtcdSource
+
+    location = EtcdLocation.parse(url)
+    password = None
+    if config.etcd_password_file is not None:
+        try:
+            with open(config.etcd_password_file, encoding="utf-8") as f:
+                password = f.read().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"--etcd-password-file {config.etcd_password_file}: {exc.strerror or exc}") from None
+    for option, path in (("--etcd-ca", config.etcd_ca), ("--etcd-cert", config.etcd_cert),
+                         ("--etcd-key", config.etcd_key)):
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{option} {path}: no such file")
+    settings = EtcdSettings(location.endpoints, user=config.etcd_user, password=password, ca=config.etcd_ca,
+                            cert=config.etcd_cert, key=config.etcd_key)
+    return EtcdSource(location, settings, state_dir=config.state_dir)
+
+
+def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: str | None,
+                 sources: Sequence[Source] = ()) -> Any:
+    """The Writer of the target file, the EtcdWriter of the target etcd source, or None."""
     if target is None:
         return None
+    if is_remote(target):
+        from agent.writes.etcd import EtcdWriter
+
+        source = next(s for s in sources if s.name == EtcdLocation.parse(target).url)
+        log.info("set and delete are committed in %s", target)
+        return EtcdWriter(store, reloader, source, fractional=config.fractional)
     for name in remove_stale_temps(target):
         log.info("removed %s, a temporary file an interrupted write left behind", name)
     log.info("set and delete change %s", target)
@@ -210,21 +301,26 @@ async def run_agent(
         if first.errors:
             log.warning("started without some flags: %s", "; ".join(first.errors))
         bound = open_listener(config, inherited, settings.socket_gid)
+        http: list[HttpListener] = []
         try:
             service = Service(
                 store=store, reloader=reloader, version=__version__,
                 access=WriteAccess(settings.write_uids, settings.write_gids),
-                writer=build_writer(store, reloader, config, settings.write_target),
+                writer=build_writer(store, reloader, config, settings.write_target, sources),
                 read_only_reason=settings.read_only_reason,
                 context_values=dict(parse_context_value(v) for v in config.context_values),
             )
             server = Server(service, bound.sock, max_connections=config.max_connections,
                             max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)
+            http = open_http_listeners(config, service, settings.socket_gid)
             reloader.on_reload.append(lambda result: notifier.status(status_line(store)))
             async with trio.open_nursery() as nursery:
                 if signals is not None:
                     nursery.start_soon(_handle_signals, signals, reloader, notifier, store, stop)
                 await nursery.start(server.serve)
+                for listener in http:
+                    await nursery.start(listener.server.serve)
+                    log.info("serving HTTP (OFREP, SSE, probes) on %s", listener.path or f"port {listener.port}")
                 await nursery.start(history.run)
                 await nursery.start(run_usage_clock, service.stats)
                 await _watch_sources(nursery, sources, reloader)
@@ -232,18 +328,24 @@ async def run_agent(
                 log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",
                          status_line(store))
                 notifier.ready(status_line(store))
-                task_status.started(Running(service, server, bound, stop))
+                task_status.started(Running(service, server, bound, stop, http))
                 await stop.wait()
                 notifier.stopping()
                 log.info("stopping: no new connections; %d open get %.1f s to finish",
                          server.connection_count, config.shutdown_timeout)
                 server.shutdown()
+                for listener in http:
+                    listener.server.shutdown()
                 store.close_subscribers()
                 with trio.move_on_after(config.shutdown_timeout):
                     await server.wait_connections_closed()
+                    for listener in http:
+                        await listener.server.wait_connections_closed()
                 await history.flush()
                 nursery.cancel_scope.cancel()
         finally:
+            for listener in http:
+                listener.close()
             bound.cleanup()
             if bound.owned:
                 bound.sock.close()

@@ -16,6 +16,11 @@
  * records the CLOCK_MONOTONIC time of the first answer containing MARKER (reload tests compare
  * it with the time the file was written). -L counts answers slower than SLOW_MS.
  * A connection the server closes counts as an error; it is reopened.
+ *
+ * -H speaks HTTP/1.1 instead (keep-alive; pipelined with -d above 1): each line of REQUESTS is
+ * "PATH<TAB>BODY", sent as a POST (an empty BODY: a GET); "<TAB>HEADER: VALUE" fields may follow.
+ * An answer is a whole response (Content-Length framing); 200 and 304 count as ok.
+ * -t PORT connects to 127.0.0.1:PORT over TCP instead of the Unix socket -s.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,6 +33,10 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,6 +79,7 @@ struct conn {
 };
 
 static const char *sock_path;
+static int http_mode, tcp_port;
 static struct line *lines;
 static size_t nlines;
 static int depth = 1;
@@ -89,7 +99,23 @@ static void *xrealloc(void *p, size_t n) {
     return p;
 }
 
+static int open_tcp(void) {
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)tcp_port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket");
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) die("connect");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
 static int open_conn(void) {
+    if (tcp_port) return open_tcp();
     struct sockaddr_un addr;
     memset(&addr, 0, sizeof addr);
     addr.sun_family = AF_UNIX;
@@ -176,8 +202,25 @@ static void on_answer(struct conn *c, const char *p, size_t n, uint64_t t) {
     answers++;
     if (lat > max_ns) max_ns = lat;
     if (slow_ns && lat > slow_ns) slow++;
-    if (memmem(p, n, "\"ok\":false", 10) || !memmem(p, n, "\"ok\":true", 9)) errors++;
+    if (http_mode) {
+        if (n < 12 || (memcmp(p + 9, "200", 3) != 0 && memcmp(p + 9, "304", 3) != 0)) errors++;
+    } else if (memmem(p, n, "\"ok\":false", 10) || !memmem(p, n, "\"ok\":true", 9)) errors++;
     if (count_limit && answers >= count_limit) stopping = 1;
+}
+
+/* The length of the whole response at p, or 0 while it is incomplete. */
+static size_t http_response_length(const char *p, size_t n) {
+    const char *end = memmem(p, n, "\r\n\r\n", 4);
+    if (!end) return 0;
+    size_t head = (size_t)(end - p) + 4, body = 0;
+    int no_body = n >= 12 && (memcmp(p + 9, "304", 3) == 0 || memcmp(p + 9, "204", 3) == 0);
+    for (const char *q = p; !no_body && q < end; ) {
+        const char *eol = memmem(q, (size_t)(end - q) + 2, "\r\n", 2);
+        if (!eol) break;
+        if ((size_t)(eol - q) > 15 && strncasecmp(q, "content-length:", 15) == 0) body = strtoull(q + 15, NULL, 10);
+        q = eol + 2;
+    }
+    return head + body <= n ? head + body : 0;
 }
 
 static void on_readable(struct conn *c) {
@@ -201,7 +244,13 @@ static void on_readable(struct conn *c) {
     uint64_t t = now_ns();
     size_t start = 0;
     char *nl;
-    while ((nl = memchr(c->rbuf + start, '\n', c->rlen - start)) != NULL) {
+    while (http_mode) {
+        size_t len = http_response_length(c->rbuf + start, c->rlen - start);
+        if (!len) break;
+        on_answer(c, c->rbuf + start, len, t);
+        start += len;
+    }
+    while (!http_mode && (nl = memchr(c->rbuf + start, '\n', c->rlen - start)) != NULL) {
         size_t end = (size_t)(nl - c->rbuf);
         on_answer(c, c->rbuf + start, end - start, t);
         start = end + 1;
@@ -212,6 +261,25 @@ static void on_readable(struct conn *c) {
     }
     refill(c, t);
     if (flush(c) < 0) reopen(c);
+}
+
+/* -H: turn each "PATH<TAB>BODY[<TAB>HEADER: VALUE...]" line into a whole HTTP/1.1 request. */
+static void http_requests(void) {
+    for (size_t i = 0; i < nlines; i++) {
+        char *line = strndup(lines[i].p, lines[i].n - 1);
+        char *path = strtok(line, "\t"), *body = strtok(NULL, "\t"), *field;
+        if (body && strcmp(body, "-") == 0) body = NULL;
+        size_t len = 0;
+        char *req = xrealloc(NULL, lines[i].n * 2 + 512);
+        len += (size_t)sprintf(req, "%s %s HTTP/1.1\r\nHost: localhost\r\n", body ? "POST" : "GET", path);
+        while ((field = strtok(NULL, "\t")) != NULL) len += (size_t)sprintf(req + len, "%s\r\n", field);
+        if (body) len += (size_t)sprintf(req + len, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                                         strlen(body), body);
+        else len += (size_t)sprintf(req + len, "\r\n");
+        lines[i].p = req;
+        lines[i].n = len;
+        free(line);
+    }
 }
 
 static void load_lines(const char *path) {
@@ -237,6 +305,7 @@ static void load_lines(const char *path) {
         s = i + 1;
     }
     if (!nlines) { fprintf(stderr, "%s: no request lines\n", path); exit(2); }
+    if (http_mode) http_requests();
 }
 
 static double cpu_seconds(struct timeval a, struct timeval b) {
@@ -248,7 +317,7 @@ int main(int argc, char **argv) {
     int nconns = 16;
     double duration = 5, warmup = 1, slow_ms = 0;
     int opt;
-    while ((opt = getopt(argc, argv, "s:f:c:d:D:W:n:m:L:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:f:c:d:D:W:n:m:L:Ht:")) != -1) {
         switch (opt) {
         case 's': sock_path = optarg; break;
         case 'f': reqfile = optarg; break;
@@ -259,12 +328,14 @@ int main(int argc, char **argv) {
         case 'n': count_limit = strtoull(optarg, NULL, 10); break;
         case 'm': marker = optarg; marker_len = strlen(optarg); break;
         case 'L': slow_ms = atof(optarg); break;
+        case 'H': http_mode = 1; break;
+        case 't': tcp_port = atoi(optarg); break;
         default:
             fprintf(stderr, "usage: %s -s SOCKET -f REQUESTS [-c N] [-d DEPTH] [-D S] [-W S] [-n N] [-m MARKER] [-L MS]\n", argv[0]);
             return 2;
         }
     }
-    if (!sock_path || !reqfile || nconns < 1 || depth < 1) {
+    if ((!sock_path && !tcp_port) || !reqfile || nconns < 1 || depth < 1) {
         fprintf(stderr, "loadgen: -s and -f are required; -c and -d at least 1\n");
         return 2;
     }

@@ -18,6 +18,8 @@ READ_ONLY = "READ_ONLY"
 RELOAD_FAILED = "RELOAD_FAILED"
 BUSY = "BUSY"
 INTERNAL = "INTERNAL"
+# v2: a write's destination (an etcd cluster) cannot be reached; nothing was changed.
+UNAVAILABLE = "UNAVAILABLE"
 
 # Evaluation codes, with OpenFeature's meanings.
 FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
@@ -29,7 +31,7 @@ GENERAL = "GENERAL"
 ALL_CODES = frozenset(
     {
         BAD_REQUEST, UNKNOWN_OP, LINE_TOO_LONG, PERMISSION_DENIED, CONFLICT, INVALID_FLAG,
-        READ_ONLY, RELOAD_FAILED, BUSY, INTERNAL, FLAG_NOT_FOUND, TYPE_MISMATCH, PARSE_ERROR,
+        READ_ONLY, RELOAD_FAILED, BUSY, INTERNAL, UNAVAILABLE, FLAG_NOT_FOUND, TYPE_MISMATCH, PARSE_ERROR,
         INVALID_CONTEXT, GENERAL,
     }
 )
@@ -84,6 +86,10 @@ class ReadOnly(ProtocolError):
 
 class ReloadFailed(ProtocolError):
     code = RELOAD_FAILED
+
+
+class Unavailable(ProtocolError):
+    code = UNAVAILABLE
 
 
 class FlagNotFound(ProtocolError):

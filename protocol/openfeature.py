@@ -145,7 +145,7 @@ class FlagsockProvider(AbstractProvider):
             )
         elif kind == "reload_failed":
             log.warning("flagsock agent refused a flag source, still serving the last good flags: %s", event.get("message"))
-        elif kind == "connected":
+        elif kind == "subscribed":
             with self._lock:
                 previous, self._state = self._state, _READY
             if previous == _NOT_STARTED:

@@ -18,6 +18,8 @@ from protocol.messages import VALUE_TYPES
 from agent.cli import observe
 from agent.cli.transport import CliError, events, request, socket_path
 
+#: agent.engine.rules.fractional.VERSIONS, spelt out: importing the engine would slow every client command.
+FRACTIONAL_VERSIONS = ("v1", "v2", "v3")
 EPILOG = """exit status: 0 ok, 1 refused or invalid, 2 bad usage or configuration, 3 agent unreachable.
 client commands find the agent with --socket, else $FLAGSOCK_SOCKET, else /run/flagsock/flagsock.sock.
 docs: README.md and docs/protocol.md"""
@@ -96,7 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Serve flag files on a Unix socket until SIGTERM or SIGINT; SIGHUP reloads.")
     serve.add_argument("--config", metavar="FILE", help="TOML file with any of these settings (the command line wins)")
     serve.add_argument("--flags", action="append", metavar="SOURCE",
-                       help="a flag file (JSON or YAML) or an http(s):// URL (repeat for several; later ones win on a key)")
+                       help="a flag file (JSON or YAML), an http(s):// URL, or etcd://HOST:PORT[,HOST:PORT...]/PREFIX "
+                            "(repeat for several; later ones win on a key)")
+    serve.add_argument("--etcd-user", metavar="USER", help="etcd user for etcd:// sources (with --etcd-password-file)")
+    serve.add_argument("--etcd-password-file", metavar="FILE", help="file holding the etcd user's password")
+    serve.add_argument("--etcd-ca", metavar="FILE", help="CA certificate(s) to verify etcd with (switches etcd to https)")
+    serve.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd (with --etcd-key)")
+    serve.add_argument("--etcd-key", metavar="FILE", help="key of the etcd client certificate")
     serve.add_argument("--context-value", "-X", action="append", metavar="KEY=VALUE",
                        help="add KEY to every evaluation context (repeatable; a request's own value wins), e.g. host=%%H")
     serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between fetches of an http(s) source (default 5)")
@@ -107,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--socket-group", metavar="GROUP", help="group of the socket file")
     serve.add_argument("--max-connections", type=_positive_int, metavar="N", help="connections served at once (default 1024); more get BUSY")
     serve.add_argument("--max-line-bytes", type=_positive_int, metavar="N", help="longest request line (default 1048576)")
-    serve.add_argument("--fractional", choices=["v2", "v3"], help="fractional bucketing version (default v2)")
+    serve.add_argument("--fractional", choices=FRACTIONAL_VERSIONS, help="fractional bucketing: v2 as flagd "
+                       "since v0.15 (default), v1 as flagd up to v0.14, v3 as openfeature-flagd-core 2.x")
     serve.add_argument("--invalid-flags", choices=["reject", "isolate"],
                        help="reject: a file with a broken flag is refused whole (default); isolate: broken flags answer PARSE_ERROR")
     serve.add_argument("--read-only", action="store_const", const=True, help="refuse set and delete")
@@ -116,12 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-write-group", action="append", metavar="GROUP", help="a group whose members may write (repeatable)")
     serve.add_argument("--log-format", choices=["auto", "text", "journal", "json"], help="default auto: journal under systemd, else text")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    serve.add_argument("--http", action="append", metavar="ADDR",
+                       help="also serve HTTP (OFREP, SSE, probes) on unix:PATH or HOST:PORT (repeatable)")
+    serve.add_argument("--http-allow-remote", action="store_const", const=True,
+                       help="allow an --http host that is not loopback (the agent then answers other machines)")
     serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="time in-flight requests get after SIGTERM (default 3)")
 
     validate = sub.add_parser("validate", help="check flag files offline",
                               description="Check flag files without an agent. Exit 0 when all are valid, else 1 with one line per problem.")
     validate.add_argument("paths", nargs="+", metavar="PATH")
-    validate.add_argument("--fractional", choices=["v2", "v3"], default="v2")
+    validate.add_argument("--fractional", choices=FRACTIONAL_VERSIONS, default="v2", help="as for serve (default v2)")
+
+    publish = sub.add_parser("publish", help="validate a flag file and write it into an etcd prefix",
+                             description="Validate FILE and write its flags into the etcd prefix in one transaction "
+                                         "(exit 0; 1 with one line per problem and nothing written; 3 etcd unreachable).")
+    publish.add_argument("file", metavar="FILE")
+    publish.add_argument("--to", required=True, metavar="etcd://HOST:PORT[,HOST:PORT...]/PREFIX")
+    publish.add_argument("--prune", action="store_true", help="also delete the flags the file no longer has")
+    publish.add_argument("--fractional", choices=FRACTIONAL_VERSIONS, default="v2")
+    publish.add_argument("--etcd-user", metavar="USER")
+    publish.add_argument("--etcd-password-file", metavar="FILE")
+    publish.add_argument("--etcd-ca", metavar="FILE")
+    publish.add_argument("--etcd-cert", metavar="FILE")
+    publish.add_argument("--etcd-key", metavar="FILE")
 
     def client(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description or help)
@@ -203,7 +229,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "fractional": args.fractional,
             "invalid_flags": args.invalid_flags,
             "read_only": args.read_only,
-            "write_to": os.path.abspath(args.write_to) if args.write_to else None,
+            "write_to": (args.write_to if is_remote(args.write_to) else os.path.abspath(args.write_to))
+            if args.write_to else None,
             "allow_write": tuple(args.allow_write) if args.allow_write else None,
             "allow_write_group": tuple(args.allow_write_group) if args.allow_write_group else None,
             "log_format": args.log_format,
@@ -213,13 +240,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "context_values": tuple(args.context_value) if args.context_value else None,
             "state_dir": os.path.abspath(args.state_dir) if args.state_dir else None,
             "history_max_bytes": args.history_max_bytes,
+            "etcd_user": args.etcd_user,
+            **{name: os.path.abspath(value) if value else None
+               for name in ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
+               for value in [getattr(args, name)]},
+            "http": tuple(args.http) if args.http else None,
+            "http_allow_remote": args.http_allow_remote,
         }
         config = build_config(file_settings, cli)
     except StartupError as exc:
         print(f"flagsock serve: {exc}", file=sys.stderr)
         return 2
     if not config.flags:
-        print("flagsock serve: no flag files: pass --flags PATH (or flags = [...] in --config)", file=sys.stderr)
+        print("flagsock serve: no flag files: pass --flags PATH or --flags etcd://HOST:PORT/PREFIX "
+              "(or flags = [...] in --config)", file=sys.stderr)
         return 2
     logs.configure_logging(config.log_format, config.log_level)
     raise_open_file_limit(config.max_connections)
@@ -245,6 +279,12 @@ def raise_open_file_limit(max_connections: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
         except (ValueError, OSError):
             pass
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from agent.cli.publish import run
+
+    return run(args)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -394,6 +434,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 COMMANDS = {
     "serve": cmd_serve,
     "validate": cmd_validate,
+    "publish": _publish,
     "get": cmd_get,
     "flags": cmd_flags,
     "health": cmd_simple("health"),

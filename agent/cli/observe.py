@@ -87,11 +87,14 @@ def render_step(step: dict[str, Any]) -> str:
         line += f"  [then #{branch['condition'] + 1}]" if taken == "then" else f"  [{taken}]"
     bucket = step.get("bucket")
     if bucket:
-        if "bucket" in bucket:
-            ranges = ", ".join(f"{r['variant']} {r['from']}-{r['to']}" for r in bucket["ranges"])
-            line += f"  [bucket {bucket['bucket']} of {bucket['total']} -> {bucket['chosen']}; {ranges}]"
-        else:
+        if "why" in bucket:
             line += f"  [{bucket['why']}]"
+        elif "percent" in bucket:  # v1, legacy flagd's percentages
+            ranges = ", ".join(f"{r['variant']} {r['from']:.2f}-{r['to']:.2f}%" for r in bucket["ranges"])
+            line += f"  [at {bucket['percent']:.2f}% -> {_compact(bucket['chosen'], 30)}; {ranges}]"
+        else:
+            ranges = ", ".join(f"{r['variant']} {r['from']}-{r['to']}" for r in bucket["ranges"])
+            line += f"  [bucket {bucket['bucket']} of {bucket['total']} -> {_compact(bucket['chosen'], 30)}; {ranges}]"
     return line
 
 

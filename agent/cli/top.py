@@ -2,7 +2,7 @@
 
 Per flag: evaluations per second, errors per second, and the split of the variants answered in
 the last second as a bar; the health line on top, the newest changes from the history below.
-It polls ``stats``, ``health`` and ``history`` over one connection; rates are differences of the
+It polls ``stats``, ``health`` and ``history`` once a second; rates are differences of the
 agent's counters between two polls. Keys: ``s`` cycles the sort (rate, errors, name), ``r`` /
 ``e`` / ``n`` pick one, ``q`` quits. It fits 80x24 and needs nothing of the terminal but what
 ``blessed`` finds in terminfo, so it works over SSH.
@@ -14,13 +14,10 @@ agent's counters between two polls. Keys: ``s`` cycles the sort (rate, errors, n
 from __future__ import annotations
 
 import argparse
-import json
-import socket
 import time
 from typing import Any
 
-from agent.cli.transport import CliError, connect, socket_path
-from protocol.framing import LINE_TOO_LONG, LineDecoder
+from agent.cli.transport import CliError, request, socket_path
 
 SORTS = ("rate", "errors", "name")
 #: Fill characters of the variants in a bar, in the order of their share.
@@ -29,41 +26,22 @@ REFRESH = 1.0
 
 
 class Poller:
-    """One connection to the agent; each :meth:`ask` is a request and its answer.
-
-    Resource handling: owns the socket until :meth:`close`.
-    """
+    """Asks the agent for what a frame shows (each request on a connection of its own, as the
+    stdlib client makes them: three a second)."""
 
     def __init__(self, path: str, timeout: float) -> None:
         self.path = path
-        self.sock = connect(path, timeout)
-        self.decoder = LineDecoder(64 << 20)
-        self.pending: list[bytes] = []
+        self.timeout = timeout
 
     def ask(self, message: dict[str, Any]) -> dict[str, Any]:
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-        while not self.pending:
-            try:
-                data = self.sock.recv(1 << 20)
-            except (OSError, socket.timeout) as exc:
-                raise CliError(f"lost the agent on {self.path}: {exc}", 3) from None
-            if not data:
-                raise CliError(f"the agent on {self.path} closed the connection", 3)
-            for line in self.decoder.feed(data):
-                if line is not LINE_TOO_LONG:
-                    self.pending.append(line)
-        answer = json.loads(self.pending.pop(0))
-        if not answer.get("ok"):
-            err = answer.get("error") or {}
-            raise CliError(f"{err.get('code')}: {err.get('message')}")
-        return answer["result"]
+        return request(self.path, message, timeout=self.timeout)
 
     def poll(self) -> dict[str, Any]:
         return {"at": time.monotonic(), "stats": self.ask({"op": "stats"}), "health": self.ask({"op": "health"}),
                 "history": self.ask({"op": "history", "limit": 5})["changes"]}
 
     def close(self) -> None:
-        self.sock.close()
+        pass
 
 
 def rows(previous: dict[str, Any] | None, current: dict[str, Any]) -> list[dict[str, Any]]:

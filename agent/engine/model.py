@@ -179,6 +179,9 @@ class CompiledFlag:
     #: A targeted flagd flag's rule for ``explain``: (its canonical JSON with ``$ref``s resolved,
     #: or b"" when that is the definition's own ``targeting``; the bucketing version).
     rule: tuple[bytes, str] | None = attrs.field(eq=False, repr=False, default=None)
+    #: Whether the answer can change with the clock (a rule that reads ``$flagd.timestamp``):
+    #: the HTTP frontend's ETag must then cover the answer itself.
+    reads_clock: bool = attrs.field(eq=False, default=False)
 
     @property
     def broken(self) -> bool:

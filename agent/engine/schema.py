@@ -134,28 +134,35 @@ def _object(value: Any, what: str) -> dict:
 
 
 def _variants(value: Any, _: Any) -> Mapping[str, Any]:
-    """The variants, checked and frozen (they are handed out to every request)."""
+    """The variants, checked and frozen (they are handed out to every request).
+
+    Every broken variant is reported; the type all must share is the first variant's.
+    """
     _object(value, "variants")
     if not value:
         raise Broken("must name at least one variant")
+    found: list[Broken] = []
     first_key: str | None = None
     first_kind: str | None = None
     nested = False
     for name, val in value.items():
         if not name:
-            raise Broken("a variant name must not be empty", ("",))
+            found.append(Broken("a variant name must not be empty", ("",)))
         kind = variant_kind(val)
         if kind is None:
-            raise Broken(f"a variant value must be a boolean, string, number or object, got {json_type(val)}", (name,))
-        if first_kind is None:
+            found.append(Broken(f"a variant value must be a boolean, string, number or object, got {json_type(val)}",
+                                (name,)))
+        elif first_kind is None:
             first_key, first_kind = name, kind
         elif kind != first_kind and {kind, first_kind} != {"integer", "float"}:
-            raise Broken(
+            found.append(Broken(
                 f"variant values must all be of one type: {first_key!r} is {_kind_noun(first_kind)}, "
                 f"{name!r} is {_kind_noun(kind)}",
                 (name,),
-            )
+            ))
         nested = nested or kind == "object"
+    if found:
+        _raise_all(found)
     return deep_freeze(value) if nested else FrozenDict(value)
 
 
@@ -197,13 +204,16 @@ def _rule(value: Any, _: Any) -> dict:
 
 
 def _evaluators(value: Any, _: Any) -> Mapping[str, Any]:
-    _object(value, "$evaluators")
-    for name, rule in value.items():
-        if not name:
-            raise Broken("an evaluator name must not be empty", ("",))
-        if type(rule) is not dict:
-            raise Broken(f"an evaluator must be a targeting rule (an object), got {json_type(rule)}", (name,))
+    _raise_all(evaluator_problems(_object(value, "$evaluators")))
     return value
+
+
+def evaluator_problems(evaluators: dict) -> list[Broken]:
+    """What is wrong with each entry of ``$evaluators`` (the rules inside are compiled later)."""
+    found = [Broken("an evaluator name must not be empty", ("",)) for name in evaluators if not name]
+    found += [Broken(f"an evaluator must be a targeting rule (an object), got {json_type(rule)}", (name,))
+              for name, rule in evaluators.items() if type(rule) is not dict]
+    return found
 
 
 def _percentage(value: Any, _: Any) -> float:
@@ -215,9 +225,8 @@ def _percentage(value: Any, _: Any) -> float:
 def _users(value: Any, _: Any) -> tuple[str, ...]:
     if type(value) is not list:
         raise Broken(f"must be an array of user ids (strings), got {json_type(value)}")
-    for i, user in enumerate(value):
-        if type(user) is not str:
-            raise Broken(f"a user id must be a string, got {_got(user)}", (i,))
+    _raise_all([Broken(f"a user id must be a string, got {_got(user)}", (i,))
+                for i, user in enumerate(value) if type(user) is not str])
     return tuple(value)
 
 

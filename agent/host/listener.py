@@ -1,7 +1,8 @@
 """The agent's listening Unix socket: bound safely, or inherited from systemd.
 
-Binding goes to a temporary name first, gets its mode and group, and is renamed into place, so
-the socket is never reachable with the wrong permissions. An existing socket file is replaced
+Binding goes to a private temporary directory first, where the socket gets its mode and group
+out of every other user's reach, and is renamed into place, so the socket is never reachable with
+the wrong permissions and no chmod or chown can be turned onto another file. An existing socket file is replaced
 only when nothing answers on it; a live agent or a file that is not a socket is left alone.
 """
 
@@ -12,6 +13,7 @@ import logging
 import os
 import socket
 import stat
+import tempfile
 from contextlib import suppress as _suppress
 
 import attrs
@@ -53,25 +55,40 @@ def check_socket_path(path: str | None) -> None:
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise ListenerError(f"cannot create socket {path}: directory {directory} does not exist")
+    # bind_unix binds in a private directory beside it first (see there): both names must fit.
+    longest = max(len(path.encode()), len(os.path.join(directory, ".fsk-12345678", "s").encode()))
+    if longest > 107:
+        raise ListenerError(f"socket path {path} is too long for a Unix socket (at most ~90 bytes)")
 
 
 def bind_unix(path: str, *, mode: int = 0o660, gid: int | None = None, backlog: int = 1024) -> BoundSocket:
-    """Create, permission and listen on a Unix socket at ``path`` (``gid``: its group, if set)."""
+    """Create, permission and listen on a Unix socket at ``path`` (``gid``: its group, if set).
+
+    The socket is bound inside a fresh private directory beside ``path`` (``mkdtemp``: mode 0700,
+    an unpredictable name), given its mode and group there, where no other user can swap it for a
+    link, and only then renamed into place. So even in a directory other users can write, the
+    chmod and chown can only ever reach the agent's own socket, and the socket is never reachable
+    with the wrong permissions.
+
+    Resource handling: returns the listening socket; on failure closes it and removes the
+    private directory and anything in it.
+    """
     check_socket_path(path)
     path = os.path.abspath(path)
     directory = os.path.dirname(path)
     _clear_stale(path)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    if len(tmp.encode()) > 107:
-        raise ListenerError(f"socket path {path} is too long for a Unix socket (at most ~100 bytes)")
-    with _suppress(FileNotFoundError):
-        os.unlink(tmp)
+    try:
+        private = tempfile.mkdtemp(prefix=".fsk-", dir=directory)
+    except OSError as exc:
+        raise ListenerError(f"cannot create socket {path}: {exc.strerror or exc} (in {directory})") from None
+    tmp = os.path.join(private, "s")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(tmp)
-        os.chmod(tmp, mode)
+        st = os.lstat(tmp)  # the inode cleanup() removes; path itself may be swapped once it is public
+        os.chmod(tmp, mode)  # Linux cannot chmod a link itself; no one else can put one here anyway
         if gid is not None:
-            os.chown(tmp, -1, gid)
+            os.chown(tmp, -1, gid, follow_symlinks=False)
         sock.listen(backlog)
         os.rename(tmp, path)
     except OSError as exc:
@@ -79,7 +96,9 @@ def bind_unix(path: str, *, mode: int = 0o660, gid: int | None = None, backlog: 
         with _suppress(OSError):
             os.unlink(tmp)
         raise ListenerError(f"cannot create socket {path}: {exc.strerror or exc}") from None
-    st = os.lstat(path)
+    finally:
+        with _suppress(OSError):
+            os.rmdir(private)
     return BoundSocket(sock=sock, path=path, owned=True, inode=(st.st_dev, st.st_ino))
 
 

@@ -45,6 +45,9 @@ class SourceState:
     #: What the next parse of this source needs to reuse unchanged flags (see parse_flag_document).
     signatures: Mapping[str, bytes] = EMPTY
     context: bytes = b""
+    #: The source's own revision of this version (etcd's), served as the snapshot's revision;
+    #: None for a source without one (a file: the store counts its versions).
+    revision: int | None = None
 
     @property
     def loaded(self) -> bool:

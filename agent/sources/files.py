@@ -21,6 +21,7 @@ from agent.sources.base import (
     content_hash,
     source_state,
 )
+from agent.sources.trust import why_untrusted
 from agent.sources.watcher import POLL_SECONDS, SourceWatcher, Watch
 
 #: Pause between the two reads that must agree before a file's content is trusted.
@@ -87,6 +88,8 @@ class FileSource:
     def load(self, previous: SourceState, options: LoadOptions) -> SourceOutcome:
         path = self.name
         try:
+            if untrusted := why_untrusted(path):  # before every read: see agent/sources/trust.py
+                return SourceOutcome(previous, untrusted)
             first = _read(path)
             if content_hash(first) == previous.content_hash:
                 # What is served already: nothing to settle (the agent's own write lands here). If a

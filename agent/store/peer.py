@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import functools
 import pwd
+import errno
+import logging
+import os
 import socket
 import struct
 from typing import Any
 
 import attrs
+
+log = logging.getLogger("flagsock.peer")
 
 _UCRED = struct.Struct("3i")
 #: Linux's SO_PEERGROUPS (the peer's supplementary groups at connect time); Python does not name it.
@@ -58,15 +63,44 @@ def peer_of(sock: socket.socket) -> Peer:
     return Peer(pid=pid, uid=uid, gid=gid, groups=_peer_groups(sock))
 
 
+_warned = False
+#: The most getsockopt() in Python reads; more groups than fit go through libc directly.
+_PY_MAX_BUFLEN = 1024
+
+
 def _peer_groups(sock: socket.socket) -> frozenset[int]:
-    size = 64 * 4
-    while size <= _MAX_GROUPS * 4:
+    """The peer's supplementary groups; empty (so no group grants it anything) when the kernel
+    cannot say, which is logged once: SO_PEERGROUPS needs Linux 4.13."""
+    global _warned
+    try:
         try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, _PY_MAX_BUFLEN)
         except OSError as exc:
-            if exc.errno == 34:  # ERANGE: more groups than room; the kernel wants a larger buffer
-                size *= 4
-                continue
-            return frozenset()
-        return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
-    return frozenset()
+            if exc.errno != errno.ERANGE:
+                raise
+            raw = _peer_groups_large(sock.fileno())  # more than 256 groups
+    except OSError as exc:
+        if not _warned:
+            _warned = True
+            log.warning("cannot read a peer's supplementary groups (SO_PEERGROUPS: %s); "
+                        "--allow-write-group then counts only a peer's primary group", exc.strerror or exc)
+        return frozenset()
+    count = len(raw) // 4
+    return frozenset(struct.unpack(f"{count}I", raw[: count * 4]))
+
+
+def _peer_groups_large(fd: int) -> bytes:
+    """SO_PEERGROUPS through libc, with a buffer as large as the kernel says it needs."""
+    import ctypes  # only for peers with more than 256 groups
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = ctypes.c_uint32(_PY_MAX_BUFLEN * 4)
+    while True:
+        buf = ctypes.create_string_buffer(size.value)
+        wanted = size.value
+        if libc.getsockopt(fd, socket.SOL_SOCKET, SO_PEERGROUPS, buf, ctypes.byref(size)) == 0:
+            return buf.raw[: size.value]
+        err = ctypes.get_errno()
+        # On ERANGE the kernel has written the size it needs into ``size``.
+        if err != errno.ERANGE or size.value <= wanted or size.value > _MAX_GROUPS * 4:
+            raise OSError(err, os.strerror(err))

@@ -70,6 +70,9 @@ def merge_sources(sources: Sequence[SourceState]) -> tuple[Mapping[str, Any], Ma
         digest.update(b"\0")
         digest.update((s.content_hash or "-").encode())
         digest.update(b"\0")
+        if s.revision is not None:  # a new revision of the same content is still a new version
+            digest.update(str(s.revision).encode())
+            digest.update(b"\0")
     frozen_sets = MappingProxyType({k: MappingProxyType(v) for k, v in sets.items()}) if sets else EMPTY_SETS
     return MappingProxyType(merged), frozen_sets, digest.hexdigest()
 
@@ -85,6 +88,15 @@ def flag_set_of(selector: str) -> str:
         return value.strip()
     raise SelectorError(f"selector {selector[:100]!r} is not understood; use \"flagSetId=ID\" to restrict a request "
                         "to one flag set, or leave it out to see every flag")
+
+
+def next_revision(current: int, sources: Sequence[SourceState]) -> int:
+    """The revision of a new snapshot: a source's own (etcd's, the same on every host) when one
+    has it and it is not behind what is served, else one more than what is served."""
+    own = [s.revision for s in sources if s.revision is not None]
+    if own and max(own) >= current:
+        return max(own)
+    return current + 1
 
 
 def diff_flags(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, str]:

@@ -16,7 +16,7 @@ import attrs
 
 from agent.sources.base import SourceState
 from agent.store.history import History
-from agent.store.snapshot import EMPTY_SETS, Prepared, Snapshot, diff_flags, merge_sources
+from agent.store.snapshot import EMPTY_SETS, Prepared, Snapshot, diff_flags, merge_sources, next_revision
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE, Subscription
 
 log = logging.getLogger("flagsock.store")
@@ -101,7 +101,7 @@ class Store:
             # Another swap landed while this one was prepared: recompute against what is served.
             changes = diff_flags(current.flags, prepared.flags)
         self.snapshot = Snapshot(
-            revision=current.revision + 1,
+            revision=next_revision(current.revision, prepared.sources),
             flags=prepared.flags,
             sources=prepared.sources,
             loaded_at=time.time(),

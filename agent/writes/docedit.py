@@ -22,7 +22,7 @@ Choices, for the places where the format and the change do not fit each other:
   ``in`` on the allowed users and a ``fractional`` split over 100) that evaluates exactly like
   the simple flag would: same value, variant and reason for every context. The one case that
   cannot be exact is a partial rollout when the agent buckets flagd rules with ``--fractional
-  v3`` (simple flags always bucket like v2): refused with INVALID_FLAG.
+  v1`` or ``v3`` (simple flags always bucket like v2): refused with INVALID_FLAG.
 * simple fields patch: fields left out of the request keep the flag's current values (read
   back from a flagd flag when it has the shape this module writes; otherwise no rollout and
   no allowed users). In flagd form a switched-off flag has no place to keep its rollout.
@@ -319,7 +319,7 @@ def flagd_equivalent(flag: str, enabled: bool, rollout: float | None, users: lis
     list goes first; an empty user id never matches in the simple format, so it is left out.
 
     Raises:
-        InvalidFlag: a partial rollout under ``--fractional v3``, which buckets differently.
+        InvalidFlag: a partial rollout under ``--fractional v1`` or ``v3``, which bucket differently.
     """
     out: dict[str, Any] = {"state": "ENABLED", "variants": dict(_ON_OFF)}
     allowed = [u for u in dict.fromkeys(users) if u]

@@ -40,6 +40,7 @@ from agent.writes.docedit import (
 )
 from agent.writes.durable import (
     NOT_WRITABLE_ERRNOS,
+    UnsafeReplace,
     read_current,
     replace_durably,
     why_not_writable,
@@ -165,6 +166,8 @@ class Writer:
         if wrote:
             try:
                 replace_durably(path, new_data)
+            except UnsafeReplace as exc:
+                raise ReadOnly(f"{exc}; nothing was changed") from None
             except OSError as exc:
                 if exc.errno in NOT_WRITABLE_ERRNOS:
                     raise ReadOnly(f"cannot write {path}: {exc.strerror} (the agent runs as uid {os.geteuid()}); "

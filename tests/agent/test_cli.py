@@ -68,7 +68,7 @@ def test_flags_health_stats_ping(agent):
         (["get", "x", "--context", "[1]"], "must be a JSON object"),
         (["serve", "--flags", "f.json", "--socket-mode", "99"], "socket-mode must be octal"),
         (["serve", "--flags", "f.json", "--max-connections", "0"], "at least 1"),
-        (["serve", "--flags", "f.json", "--fractional", "v1"], "invalid choice"),
+        (["serve", "--flags", "f.json", "--fractional", "v4"], "invalid choice"),
         (["serve", "--socket", "/tmp/x.sock"], "no flag files"),
         (["set", "x", "--rollout", "150"], "0 to 100"),
         (["set", "x", "--if-revision", "abc", "--on"], "revision number"),
@@ -85,6 +85,43 @@ def test_serve_rejects_a_bad_config_file(tmp_path):
     cfg.write_text('flags = ["f.json"]\nmax_conections = 5\n')
     out = flagsock("serve", "--config", str(cfg))
     assert out.returncode == 2 and "unknown setting 'max_conections'" in out.stderr
+
+
+def test_cli_offers_exactly_the_engines_bucketing_versions(tmp_path):
+    from agent.cli.main import FRACTIONAL_VERSIONS
+    from agent.engine.rules.fractional import VERSIONS
+
+    assert FRACTIONAL_VERSIONS == VERSIONS
+    cfg = tmp_path / "flagsock.toml"
+    cfg.write_text('flags = ["f.json"]\nfractional = "v9"\n')
+    out = flagsock("serve", "--config", str(cfg))
+    assert out.returncode == 2 and "fractional must be one of v1, v2, v3, not 'v9'" in out.stderr
+
+
+def test_validate_compiles_for_the_legacy_bucketing_too(tmp_path):
+    flags = tmp_path / "legacy.json"
+    write_json(flags, {"flags": {"split": {
+        "state": "ENABLED", "variants": {"a": 1, "b": 2}, "defaultVariant": "a",
+        "targeting": {"fractional": [["a", 50], ["b", 50]]},
+    }}})
+    out = flagsock("validate", "--fractional", "v1", str(flags))
+    assert out.returncode == 0, out
+
+
+def test_validate_prints_every_problem_of_a_file_in_one_run(tmp_path):
+    bad = write_json(tmp_path / "reviewed.json", {"flags": {
+        "banner": {"state": "ENABLED", "variants": {"red": "#f00", "blue": 255}, "defaultVariant": "green",
+                   "targeting": {"if": [{"no_such_op": []}, "red", {"fractional": [["red", -1], ["blue", 1]]}]}},
+        "checkout": {"enabled": "yes", "rollout_percentage": 120},
+    }})
+    out = flagsock("validate", str(bad))
+    assert out.returncode == 1
+    assert [line.split(": ")[1] for line in out.stdout.splitlines()] == [
+        "$.flags.banner.variants.blue", "$.flags.banner.defaultVariant", "$.flags.banner.targeting.if[0]",
+        "$.flags.banner.targeting.if[2].fractional[0][1]", "$.flags.checkout.enabled",
+        "$.flags.checkout.rollout_percentage",
+    ]
+    assert all(line.startswith(f"{bad}: $.flags.") for line in out.stdout.splitlines())
 
 
 def test_serve_reads_a_config_file(tmp_path, sock_dir, seed_file):

@@ -15,11 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .hostile import Handler, HostilePeer
 
 READY_DEADLINE_S = 15.0
 
@@ -84,8 +86,9 @@ def wait_for(condition: Callable[[], Any], deadline_s: float = 5.0, what: str = 
 class Agent:
     """One agent subprocess serving ``flags_path`` on ``socket_path``."""
 
-    def __init__(self, workdir: Path, socket_path: str) -> None:
+    def __init__(self, workdir: Path, socket_path: str, args: Sequence[str] = ()) -> None:
         self.workdir = workdir
+        self.args = list(args)
         self.flags_path = workdir / "flags.json"
         self.socket_path = socket_path
         self.log_path = workdir / "agent.log"
@@ -100,7 +103,7 @@ class Agent:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent", "serve", "--flags", str(self.flags_path), "--socket", self.socket_path],
+                [sys.executable, "-m", "agent", "serve", "--flags", str(self.flags_path), "--socket", self.socket_path, *self.args],
                 cwd=self.workdir,  # so `-m agent` cannot pick up a stray package from the caller's directory
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -135,8 +138,8 @@ def _short_socket_path(directory: Path) -> Iterator[str]:
         yield os.path.join(short, "agent.sock")
 
 
-def _running_agent(workdir: Path, socket_path: str) -> Iterator[Agent]:
-    a = Agent(workdir, socket_path)
+def _running_agent(workdir: Path, socket_path: str, args: Sequence[str] = ()) -> Iterator[Agent]:
+    a = Agent(workdir, socket_path, args)
     a.write_flags(FLAGS)
     a.start()
     try:
@@ -148,6 +151,21 @@ def _running_agent(workdir: Path, socket_path: str) -> Iterator[Agent]:
 @pytest.fixture
 def socket_path(tmp_path: Path) -> Iterator[str]:
     yield from _short_socket_path(tmp_path)
+
+
+@pytest.fixture
+def peer(socket_path: str) -> Iterator[Callable[[Handler], HostilePeer]]:
+    """Start a scripted peer in the agent's place: ``peer(handler)`` (see tests/client/hostile.py)."""
+    peers: list[HostilePeer] = []
+
+    def start(handler: Handler) -> HostilePeer:
+        p = HostilePeer(socket_path, handler)
+        peers.append(p)
+        return p
+
+    yield start
+    for p in peers:
+        p.close()
 
 
 @pytest.fixture

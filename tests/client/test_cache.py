@@ -124,7 +124,7 @@ def test_value_fetched_before_an_event_is_not_cached(cached: FlagClient, monkeyp
 
     def call_overtaken_by_an_event(request: dict, honour_backoff: bool = True) -> dict:
         answer = real_call(request, honour_backoff)
-        cached._forget_cache(live=None)  # an event is handled while the answer is on its way
+        cached._cache.forget(live=None)  # an event is handled while the answer is on its way
         return answer
 
     monkeypatch.setattr(cached, "_call", call_overtaken_by_an_event)

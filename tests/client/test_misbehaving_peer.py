@@ -1,20 +1,20 @@
 """The client against a peer that breaks the protocol: it must return defaults, never raise.
 
-These use a scripted socket server in a thread instead of the agent, because the agent does
-not misbehave on purpose.
+These use a scripted socket server (the ``peer`` fixture, tests/client/hostile.py) instead of
+the agent, because the agent does not misbehave on purpose. test_hostile_agent.py has the
+attacks; these are the everyday faults.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from protocol.client import FlagClient
+
+from .hostile import answers
 
 # Generous, so that a busy test machine does not turn an answer into a timeout.
 LOADED_MACHINE_TIMEOUT = 2.0
@@ -23,58 +23,8 @@ LOADED_MACHINE_TIMEOUT = 2.0
 Script = Callable[[dict], bytes | None]
 
 
-class ScriptedPeer:
-    def __init__(self, path: str, script: Script) -> None:
-        self.path = path
-        self.script = script
-        self.connections = 0
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(path)
-        self._listener.listen(16)
-        self._open: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._open.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        reader = conn.makefile("rb")
-        try:
-            for line in reader:
-                answer = self.script(json.loads(line))
-                if answer is not None:
-                    conn.sendall(answer)
-        except (OSError, ValueError):
-            pass
-
-    def close(self) -> None:
-        self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        for conn in self._open:
-            conn.close()
-        self._thread.join()
-
-
-@pytest.fixture
-def peer(socket_path: str) -> Iterator[Callable[[Script], ScriptedPeer]]:
-    peers: list[ScriptedPeer] = []
-
-    def start(script: Script) -> ScriptedPeer:
-        p = ScriptedPeer(socket_path, script)
-        peers.append(p)
-        return p
-
-    yield start
-    for p in peers:
-        p.close()
+def scripted(peer, script: Script):
+    return peer(answers(script))
 
 
 def ok(request: dict, result: dict) -> bytes:
@@ -82,22 +32,22 @@ def ok(request: dict, result: dict) -> bytes:
 
 
 def test_garbage_answer_returns_the_default(peer, socket_path: str) -> None:
-    peer(lambda req: b"this is not json\n")
+    scripted(peer, lambda req: b"this is not json\n")
     with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT) as c:
         d = c.evaluate("f", default="fallback")
-    assert (d.value, d.reason, d.error_code) == ("fallback", "ERROR", "GENERAL")
+    assert (d.value, d.reason, d.error_code) == ("fallback", "ERROR", "UNINTELLIGIBLE")
 
 
 def test_answer_with_another_id_drops_the_connection(peer, socket_path: str) -> None:
-    p = peer(lambda req: ok({"id": "not yours"}, {"key": "f", "value": True, "reason": "STATIC"}))
+    p = scripted(peer, lambda req: ok({"id": "not yours"}, {"key": "f", "value": True, "reason": "STATIC"}))
     with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT) as c:
-        assert c.evaluate("f", default="fallback").error_code == "GENERAL"
-        assert c.evaluate("f", default="fallback").error_code == "GENERAL"
+        assert c.evaluate("f", default="fallback").error_code == "UNINTELLIGIBLE"
+        assert c.evaluate("f", default="fallback").error_code == "UNINTELLIGIBLE"
     assert p.connections == 2  # the mismatched connection was not reused
 
 
 def test_silent_agent_times_out_within_the_timeout(peer, socket_path: str) -> None:
-    peer(lambda req: None)
+    scripted(peer, lambda req: None)
     with FlagClient(socket_path, timeout=0.2) as c:
         started = time.perf_counter()
         d = c.evaluate("f", default="fallback")
@@ -108,14 +58,14 @@ def test_silent_agent_times_out_within_the_timeout(peer, socket_path: str) -> No
 
 def test_busy_refusal_is_passed_on(peer, socket_path: str) -> None:
     busy = {"ok": False, "error": {"code": "BUSY", "message": "too many connections"}}
-    peer(lambda req: json.dumps(busy).encode() + b"\n")
+    scripted(peer, lambda req: json.dumps(busy).encode() + b"\n")
     with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT) as c:
         d = c.evaluate("f", default=1)
     assert (d.value, d.error_code) == (1, "BUSY")
 
 
 def test_value_of_the_wrong_type_is_a_type_mismatch(peer, socket_path: str) -> None:
-    peer(lambda req: ok(req, {"key": "f", "value": "yes", "variant": "y", "reason": "STATIC", "revision": 1}))
+    scripted(peer, lambda req: ok(req, {"key": "f", "value": "yes", "variant": "y", "reason": "STATIC", "revision": 1}))
     with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT) as c:
         assert c.is_enabled("f", default=True) is True
         assert c.evaluate("f", default=False, type="boolean").error_code == "TYPE_MISMATCH"
@@ -125,7 +75,7 @@ def test_answer_split_across_writes_is_reassembled(peer, socket_path: str) -> No
     def script(req: dict) -> bytes:
         return b"\n  \n" + ok(req, {"key": "f", "value": [1, 2], "reason": "STATIC", "revision": 1})
 
-    peer(script)
+    scripted(peer, script)
     with FlagClient(socket_path, timeout=LOADED_MACHINE_TIMEOUT) as c:
         assert c.evaluate("f", type="object").value == [1, 2]
 
@@ -138,7 +88,7 @@ def test_refused_subscribe_leaves_the_cache_off(peer, socket_path: str) -> None:
             return answers[req["op"]](req)
         return json.dumps({"id": req.get("id"), "ok": False, "error": {"code": "UNKNOWN_OP", "message": "?"}}).encode() + b"\n"
 
-    p = peer(script)
+    p = scripted(peer, script)
     events: list[dict] = []
     refused = threading.Event()
 

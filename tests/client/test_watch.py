@@ -1,4 +1,4 @@
-"""FlagClient.watch(): the agent's events plus connected/disconnected, on its own connection."""
+"""FlagClient.watch(): the agent's events plus subscribed/disconnected, on its own connection."""
 
 from __future__ import annotations
 
@@ -50,25 +50,25 @@ def watching(client: FlagClient, **kw: bool) -> Iterator[Watcher]:
 def test_watch_yields_a_changed_event_after_an_edit(agent: Agent) -> None:
     client = FlagClient(agent.socket_path, timeout=2.0)
     for w in watching(client):
-        connected = w.next()
-        assert connected["event"] == "connected"
-        assert isinstance(connected["revision"], int)
+        subscribed = w.next()
+        assert subscribed["event"] == "subscribed"
+        assert isinstance(subscribed["revision"], int)
         agent.write_flags(edited(dark_mode=boolean_flag(False), brand_new=boolean_flag(True)))
         changed = w.next("changed")
         assert changed["flags"] == {"dark_mode": "updated", "brand_new": "added"}
-        assert changed["revision"] > connected["revision"]
+        assert changed["revision"] > subscribed["revision"]
 
 
 def test_watch_reports_loss_and_reconnection(agent: Agent) -> None:
     client = FlagClient(agent.socket_path, timeout=2.0, max_backoff=0.1)
     for w in watching(client):
-        assert w.next()["event"] == "connected"
+        assert w.next()["event"] == "subscribed"
         agent.stop()
         lost = w.next()
         assert lost["event"] == "disconnected"
         assert lost["message"]
         agent.start()
-        assert w.next("connected")["event"] == "connected"
+        assert w.next("subscribed")["event"] == "subscribed"
 
 
 def test_watch_without_reconnect_ends_after_the_first_loss(socket_path: str) -> None:
@@ -85,7 +85,7 @@ def test_close_ends_a_watch_blocked_in_another_thread(served: Agent) -> None:
     before = set(threading.enumerate())
     client = FlagClient(served.socket_path, timeout=2.0)
     w = Watcher(client)
-    assert w.next()["event"] == "connected"
+    assert w.next()["event"] == "subscribed"
     client.close()
     assert w.finished.wait(WAIT_S)
     w.join()

@@ -19,6 +19,7 @@ from typing import Any
 from agent.engine.evaluate import evaluate
 from agent.engine.formats.document import parse_flag_document
 from agent.engine.model import Resolution
+from agent.engine.rules.fractional import VERSIONS
 
 from .gherkin import Scenario, Step
 
@@ -58,11 +59,40 @@ def load_flags(files: tuple[Path, ...], fractional: str) -> Mapping[str, Any]:
     return parsed.flags
 
 
+@functools.lru_cache(maxsize=None)
+def load_flag_set(base: tuple[Path, ...], extra: Path, flag_set: str, fractional: str) -> Mapping[str, Any]:
+    """The flags of set ``flag_set`` when ``base`` (combined) and ``extra`` are two sources, merged
+    by the store's own code: what an agent serving both answers to ``flagSetId=ID``."""
+    from agent.sources.base import content_hash, source_state
+    from agent.store.snapshot import merge_sources
+
+    states = []
+    for name, data in (("allFlags.json", combined_document(base)), (extra.name, extra.read_bytes())):
+        parsed = parse_flag_document(data, name, fractional=fractional, invalid_flags="isolate")
+        states.append(source_state(name, content_hash(data), parsed))
+    _, sets, _ = merge_sources(states)
+    return sets.get(flag_set, {})
+
+
 def engine_backend(world: "World") -> Resolution:
     """Evaluate in-process, through :func:`agent.engine.evaluate.evaluate`."""
-    flags = load_flags(world.suite.files(world.options.get("selector")), world.fractional)
+    where = world.suite.where(world.options.get("selector"))
+    if where.flag_set is not None:
+        flags = load_flag_set(where.files, where.extra, where.flag_set, world.fractional)
+    else:
+        flags = load_flags(where.files, world.fractional)
     return evaluate(flags, world.key, world.context or None,
                     expected_type=world.flag_type.lower(), default=world.default)
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a scenario's flags come from: ``files`` combined into one source; with a flag set,
+    ``extra`` is a second source and requests carry ``selector: flagSetId=<flag_set>``."""
+
+    files: tuple[Path, ...]
+    extra: Path | None = None
+    flag_set: str | None = None
 
 
 @dataclass
@@ -79,6 +109,17 @@ class Suite:
         if self.selectable is not None and selector.startswith("rawflags/"):
             return (self.selectable / selector.removeprefix("rawflags/"),)
         raise AssertionError(f"unknown selector {selector!r}")
+
+    def where(self, selector: str | None) -> Where:
+        """A ``rawflags/FILE`` selector whose file names a flag set (``metadata.flagSetId``) is
+        run as flagd runs it today: every file served, the request selecting that set. A file
+        without one is served alone, as flagd's older per-source selector did."""
+        files = self.files(selector)
+        if len(files) == 1 and files != self.default_files:
+            flag_set = json.loads(files[0].read_text(encoding="utf-8")).get("metadata", {}).get("flagSetId")
+            if isinstance(flag_set, str):
+                return Where(self.default_files, files[0], flag_set)
+        return Where(files)
 
 
 @dataclass
@@ -186,10 +227,8 @@ def _no_metadata(world: World, step: Step) -> None:
 
 def skip_reason(scenario: Scenario) -> str | None:
     """Why a scenario does not apply to flagsock's engine, or None when it must run."""
-    if "@fractional-v1" in scenario.tags:
-        return "@fractional-v1: legacy float bucketing is not implemented"
     if "@deprecated" in scenario.tags:
-        return "@deprecated: the pre-flagd#1965 no-default answer, superseded by @no-default-variant"
+        return "@deprecated (marked by flagd): the pre-flagd#1965 no-default answer, superseded by @no-default-variant"
     for s in scenario.steps:
         m = re.match(r'an option "([^"]*)"', s.text)
         if m and m.group(1) not in _OPTIONS_WE_HONOUR:
@@ -198,7 +237,11 @@ def skip_reason(scenario: Scenario) -> str | None:
 
 
 def bucketing(scenario: Scenario) -> str:
-    return "v3" if "@fractional-v3" in scenario.tags else "v2"
+    """The ``--fractional`` a scenario's tags name (``@fractional-v1``...); untagged ones hold under v2."""
+    for version in VERSIONS:
+        if f"@fractional-{version}" in scenario.tags:
+            return version
+    return "v2"
 
 
 def run(scenario: Scenario, suite: Suite, backend: Callable[[World], Any] = engine_backend) -> None:

@@ -14,15 +14,17 @@ skips with a message. The session summary line comes from ``conftest.py``.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
+
+from tests.helpers import CONFORMANCE
 
 from .gherkin import Scenario, parse_feature
 from .steps import Suite, run, skip_reason
 
-TESTBED = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "flagd-testbed"
-PROVIDER_FEATURES = ("targeting.feature", "evaluation.feature", "disabled.feature", "metadata.feature")
+TESTBED = CONFORMANCE / "flagd-testbed"
+PROVIDER_FEATURES = ("targeting.feature", "evaluation.feature", "disabled.feature", "metadata.feature",
+                     "selector.feature")
 
 
 def _cases() -> list:

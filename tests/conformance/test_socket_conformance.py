@@ -22,7 +22,7 @@ from agent.engine.model import Resolution
 from tests.process import AgentProcess
 
 from .gherkin import Scenario
-from .steps import Suite, World, combined_document, run, skip_reason
+from .steps import Suite, Where, World, combined_document, run, skip_reason
 from .test_conformance import _cases
 
 
@@ -31,15 +31,16 @@ class _Agents:
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="fsk-conf-", dir="/tmp"))
-        self.running: dict[tuple[tuple[Path, ...], str], AgentProcess] = {}
+        self.running: dict[tuple[Any, ...], AgentProcess] = {}
 
-    def socket_for(self, files: tuple[Path, ...], fractional: str) -> str:
-        key = (files, fractional)
+    def socket_for(self, where: Where, fractional: str) -> str:
+        key = (where.files, where.extra, fractional)
         if key not in self.running:
             n = len(self.running)
             flags = self.dir / f"flags{n}.json"
-            flags.write_bytes(combined_document(files))
-            agent = AgentProcess(["--flags", str(flags), "--socket", str(self.dir / f"a{n}.sock"),
+            flags.write_bytes(combined_document(where.files))
+            extra = ["--flags", str(where.extra), "--write-to", str(flags)] if where.extra else []
+            agent = AgentProcess(["--flags", str(flags), *extra, "--socket", str(self.dir / f"a{n}.sock"),
                                   "--invalid-flags", "isolate", "--fractional", fractional,
                                   "--log-level", "warning"])
             self.running[key] = agent.__enter__()
@@ -68,8 +69,11 @@ def _ask(path: str, request: dict[str, Any]) -> dict[str, Any]:
 
 def socket_backend(agents: _Agents):
     def evaluate(world: World) -> Resolution:
-        path = agents.socket_for(world.suite.files(world.options.get("selector")), world.fractional)
+        where = world.suite.where(world.options.get("selector"))
+        path = agents.socket_for(where, world.fractional)
         request = {"op": "evaluate", "flag": world.key, "type": world.flag_type.lower(), "default": world.default}
+        if where.flag_set is not None:
+            request["selector"] = f"flagSetId={where.flag_set}"
         if world.context:
             request["context"] = world.context
         answer = _ask(path, request)

@@ -88,7 +88,7 @@ def check_answer_and_final_step(flags: dict, key: str, context: dict[str, Any]) 
     return found.trace
 
 
-@pytest.mark.parametrize("fractional", ["v2", "v3"])
+@pytest.mark.parametrize("fractional", ["v1", "v2", "v3"])
 def test_explain_traces_every_operator_of_the_testbed_targeting_flags(fractional: str) -> None:
     contexts = gherkin_contexts()
     seen_operators: set[str] = set()
@@ -167,11 +167,25 @@ def test_fractional_step_shows_the_bucket_and_the_ranges() -> None:
         assert bucket["total"] == 100
         assert bucket["ranges"] == [{"variant": "a", "from": 0, "to": 30}, {"variant": "b", "from": 30, "to": 100}]
         chosen = next(r for r in bucket["ranges"] if r["from"] <= bucket["bucket"] < r["to"])
+        assert bucket["bucket"] == (bucket["hash"] * 100) >> 32
         assert chosen["variant"] == bucket["chosen"] == found.resolution.variant
     without_key = explain(flags, "rollout", {})
     step = next(s for s in without_key.trace if s["op"] == "fractional")
     assert "nothing to bucket by" in step["bucket"]["why"]
     assert without_key.resolution.reason == "DEFAULT"
+
+
+def test_legacy_v1_bucketing_is_traced_as_percentages() -> None:
+    flags = parse({"flags": {"rollout": {
+        "state": "ENABLED", "variants": {"a": 1, "b": 2}, "defaultVariant": "a",
+        "targeting": {"fractional": [["a", 30], ["b", 70]]},
+    }}}, fractional="v1")
+    for user in ("u1", "u2", "u3", "u4", "u5"):
+        found = explain(flags, "rollout", {"targetingKey": user})
+        bucket = next(s for s in found.trace if s["op"] == "fractional")["bucket"]
+        assert [r["variant"] for r in bucket["ranges"]] == ["a", "b"] and bucket["ranges"][1]["to"] == 100.0
+        chosen = next(r for r in bucket["ranges"] if r["from"] <= bucket["percent"] < r["to"])
+        assert chosen["variant"] == bucket["chosen"] == found.resolution.variant
 
 
 def test_rule_error_is_traced_up_to_the_failing_step() -> None:

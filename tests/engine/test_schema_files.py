@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import CONFORMANCE
+
 from agent.engine.formats.document import FlagFileError, parse_flag_document
 
-SCHEMA_TESTS = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "flagd-schemas" / "json" / "test"
+SCHEMA_TESTS = CONFORMANCE / "flagd-schemas" / "json" / "test"
 pytestmark = pytest.mark.skipif(not SCHEMA_TESTS.is_dir(), reason=f"flagd schema tests not found at {SCHEMA_TESTS}")
 
 ARRAY_FORM = "with-array-flags.json"

@@ -102,24 +102,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def serve_metrics(service, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """GET /metrics on loopback, one request a connection: the route the HTTP frontend serves."""
-    async def handle(stream: trio.SocketStream) -> None:
-        async with stream:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = await stream.receive_some(4096)
-                if not data:
-                    return
-                head += data
-            body = render_metrics(service)
-            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: " + CONTENT_TYPE.encode()
-                                  + b"\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode()
-                                  + b"\r\n\r\n" + body)
-
-    await trio.serve_tcp(handle, port, host="127.0.0.1", task_status=task_status)
-
-
 def query(port: int, expression: str) -> list:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
     try:
@@ -129,19 +111,40 @@ def query(port: int, expression: str) -> list:
         return []  # not up yet
 
 
-async def test_a_real_prometheus_stores_per_flag_series(start_agent, flag_file, tmp_path, nursery):
+async def test_get_metrics_on_the_http_listener(start_agent, flag_file):
+    port = free_port()
+    running = await start_agent([flag_file], http=(f"127.0.0.1:{port}",))
+    await load(running.socket_path)
+
+    def get() -> tuple[int, str, bytes]:
+        ofrep = urllib.request.Request(f"http://127.0.0.1:{port}/ofrep/v1/evaluate/flags/checkout", method="POST",
+                                       data=b'{"context": {"targetingKey": "over-http"}}',
+                                       headers={"content-type": "application/json"})
+        with urllib.request.urlopen(ofrep, timeout=5) as answer:
+            assert answer.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            return answer.status, answer.headers["content-type"], answer.read()
+
+    status, content_type, body = await trio.to_thread.run_sync(get)
+    assert status == 200 and content_type == CONTENT_TYPE
+    parsed = families(body)
+    total = sum(s.value for s in parsed["flagsock_feature_flag_evaluations"].samples
+                if s.labels["feature_flag_key"] == "checkout")
+    assert total == 31  # 30 over the socket, 1 through OFREP
+
+
+async def test_a_real_prometheus_stores_per_flag_series(start_agent, flag_file, tmp_path):
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("prometheus is not installed: apt-get install prometheus (Debian), as .ci/run does")
-    running = await start_agent([flag_file])
-    await load(running.socket_path)
     metrics_port, prometheus_port = free_port(), free_port()
-    await nursery.start(serve_metrics, running.service, metrics_port)
+    running = await start_agent([flag_file], http=(f"127.0.0.1:{metrics_port}",))
+    await load(running.socket_path)
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
-        f"  - job_name: flagsock\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n")
+        f"  - job_name: flagsock\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n")  # GET /metrics
     log = open(tmp_path / "prometheus.log", "wb")
     proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
                              f"--web.listen-address=127.0.0.1:{prometheus_port}"], stdout=log, stderr=log)

@@ -18,7 +18,7 @@ import pytest
 
 from agent.engine.rules import compile_rule
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "conformance"
+from tests.helpers import CONFORMANCE  # noqa: E402 (one definition of where ../shared lies)
 
 
 def conformance_path(*parts: str) -> Path:

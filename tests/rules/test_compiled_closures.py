@@ -75,7 +75,7 @@ def _testbed_rules() -> list[tuple[str, Any]]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.fixed_dictionaries({}, optional={key: json_values for key in CONTEXT_KEYS}), st.sampled_from(["v2", "v3"]))
+@given(st.fixed_dictionaries({}, optional={key: json_values for key in CONTEXT_KEYS}), st.sampled_from(["v1", "v2", "v3"]))
 def test_testbed_rules_answer_any_json_context_without_raising(context: dict, version: str) -> None:
     context = {**context, "$flagd": {"flagKey": "flag", "timestamp": 1750000000}}
     for key, rule in _testbed_rules():

@@ -45,10 +45,8 @@ def _flags(*parts: str) -> dict:
 
 
 def _versions(example: Example) -> list[str]:
-    """v1 is not implemented; untagged examples hold for both v2 and v3 semantics."""
+    """A tagged example holds for its version; an untagged one is checked under v2."""
     version = example.version
-    if version == "v1":
-        return []
     return [version] if version else ["v2"]
 
 
@@ -65,16 +63,18 @@ def test_evaluator_operator_features_resolve_every_example() -> None:
     flags = _flags("flagd-testbed", "evaluator", "flags", "testkit-flags.json")
     checked = _evaluator_examples()
     assert len(checked) > 40
+    assert sum(1 for example in checked if example.version == "v1") >= 15
     for example in checked:
         _check(flags, example)
 
 
-def test_provider_targeting_operator_examples_resolve_in_v2_and_v3() -> None:
+def test_provider_targeting_operator_examples_resolve_in_every_version() -> None:
     flags: dict = {}
     for name in ("custom-ops.json", "edge-case-flags.json", "evaluator-refs.json"):
         flags.update(_flags("flagd-testbed", "flags", name))
     checked = [example for example in _targeting_examples() if example.flag_key in flags]
     assert sum(1 for example in checked if example.version == "v3") > 100
+    assert sum(1 for example in checked if example.version == "v1") >= 15
     failures = []
     for example in checked:
         try:

@@ -1,4 +1,4 @@
-"""flagd's ``fractional`` operator, v2 and v3 bucketing."""
+"""flagd's ``fractional`` operator, v1, v2 and v3 bucketing."""
 
 from __future__ import annotations
 
@@ -31,6 +31,17 @@ def expected_bucket(hashed: int, weights: list[int]) -> int:
     raise AssertionError("bucket beyond the weights")
 
 
+def legacy_bucket(signed_hash: int, weights: list[int]) -> int | None:
+    """flagd v0.14's distributeValue, step by step: the first bucket whose running end exceeds the point."""
+    point = abs(float(signed_hash)) / 2147483647.0 * 100.0
+    end = 0.0
+    for index, weight in enumerate(weights):
+        end += 100.0 * float(weight) / float(sum(weights))
+        if point < end:
+            return index
+    return None
+
+
 @pytest.mark.parametrize("key", ["jon@company.com", "jane@company.com", "user-1", "é✓", "x" * 300])
 def test_v2_shorthand_hashes_flag_key_then_targeting_key(key: str) -> None:
     hashed = mmh3.hash(("my-flag" + key).encode(), 0, False)
@@ -45,7 +56,65 @@ def test_v3_shorthand_hashes_the_cbor_array_of_flag_key_and_targeting_key(key: s
     assert fractional(FOUR_SUITS, {"targetingKey": key}, "v3", flag_key="my-flag") == FOUR_SUITS[index][0]
 
 
-@pytest.mark.parametrize("version", ["v2", "v3"])
+@pytest.mark.parametrize("key", [f"user-{i}" for i in range(40)] + ["jon@company.com", "é✓"])
+@pytest.mark.parametrize("weights", [[25, 25, 25, 25], [1, 2, 4], [10, 0, 90], [1] * 7])
+def test_v1_places_the_signed_hash_by_legacy_float_percentages(key: str, weights: list[int]) -> None:
+    rule = [[f"v{i}", weight] for i, weight in enumerate(weights)]
+    index = legacy_bucket(mmh3.hash(("my-flag" + key).encode(), 0, True), weights)
+    assert index is not None
+    assert fractional(rule, {"targetingKey": key}, "v1", flag_key="my-flag") == f"v{index}"
+
+
+def test_v1_and_v2_put_some_users_in_different_buckets() -> None:
+    keys = [{"targetingKey": f"user-{i}"} for i in range(200)]
+    v1 = [fractional(FOUR_SUITS, key, "v1") for key in keys]
+    v2 = [fractional(FOUR_SUITS, key, "v2") for key in keys]
+    assert sum(a != b for a, b in zip(v1, v2)) > 100  # independent placements differ 3 times in 4
+
+
+# Subjects whose murmur3 is a boundary (from flagd-testbed's hash edge cases), read as int32.
+EDGE_ZERO, EDGE_ONE, EDGE_MAX, EDGE_MIN, EDGE_MINUS_ONE = "ejOoVL", "bY9fO-", "SI7p-", "6LvT0", "ceQdGm"
+
+
+@pytest.mark.parametrize(
+    ("subject", "two_way", "seven_way"),
+    [
+        (EDGE_ZERO, "v0", "v0"),
+        (EDGE_ONE, "v0", "v0"),
+        (EDGE_MINUS_ONE, "v0", "v0"),  # abs(-1): the same point as +1
+        # point exactly 100.0: past 50 + 50, but inside 7 x 14.28..., whose running sum is 100.00000000000001
+        (EDGE_MAX, None, "v6"),
+        (EDGE_MIN, None, None),  # abs(-2**31) / (2**31 - 1): just above 100, in no bucket
+    ],
+)
+def test_v1_edge_hashes_land_where_legacy_flagd_put_them_or_nowhere(subject: str, two_way, seven_way) -> None:
+    by_id = [{"var": "id"}]
+    assert fractional(by_id + [["v0", 50], ["v1", 50]], {"id": subject}, "v1") == two_way
+    assert fractional(by_id + [[f"v{i}", 1] for i in range(7)], {"id": subject}, "v1") == seven_way
+    assert fractional(by_id + [["v0", 50], ["v1", 50]], {"id": subject}, "v2") is not None  # v2 has no gap
+
+
+def test_v1_bucketing_subject_is_the_v2_one() -> None:
+    rule = [{"var": "absent"}, ["a", 1], ["b", 1]]
+    shorthand = [["a", 1], ["b", 1]]
+    for key in (f"k{i}" for i in range(20)):
+        assert fractional(rule, {"targetingKey": key}, "v1") == fractional(shorthand, {"targetingKey": key}, "v1")
+    assert fractional([{"var": "id"}, ["a", 1]], {"id": 5}, "v1") is None
+    assert fractional([{"var": "id"}, ["a", 1]], {"id": "\ud800"}, "v1") is None
+
+
+def test_v1_weights_computed_per_call_place_like_the_same_literal_weights() -> None:
+    computed = [{"var": "targetingKey"}, ["a", {"var": "wa"}], ["b", {"var": "wb"}], ["c", 3]]
+    for wa, wb in ((1, 1), (0, 5), (-4, 2), (20, 7)):
+        literal = [{"var": "targetingKey"}, ["a", max(wa, 0)], ["b", wb], ["c", 3]]
+        for key in (f"u{i}" for i in range(30)):
+            context = {"targetingKey": key, "wa": wa, "wb": wb}
+            assert fractional(computed, context, "v1") == fractional(literal, context, "v1")
+    assert fractional(computed, {"targetingKey": "u", "wa": 0, "wb": 0}, "v1") == "c"
+    assert fractional([{"var": "id"}, ["a", {"var": "w"}]], {"id": EDGE_MIN, "w": 1}, "v1") is None
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
 @pytest.mark.parametrize("context", [{}, {"targetingKey": ""}, {"targetingKey": 12345}, {"targetingKey": None}])
 def test_shorthand_without_a_string_targeting_key_is_null(version: str, context: dict) -> None:
     assert fractional(FOUR_SUITS, context, version) is None

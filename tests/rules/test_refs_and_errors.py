@@ -87,9 +87,50 @@ def test_schema_violations_are_refused_with_their_path_when_strict(rule: dict, p
     compile_rule(rule, flag_key="f", strict=False)
 
 
+def test_a_refused_rule_lists_every_problem_in_the_order_met() -> None:
+    rule = {"and": [{"sem_ver": [{"var": "v"}, "~>", "1"]}, {"nope": 1}, {"$ref": "x"}, {"cat": "y"}]}
+    with pytest.raises(RuleError) as caught:
+        compile_rule(rule, flag_key="f")
+    assert [error.path for error in caught.value.errors] == [
+        "$.targeting.and[0].sem_ver[1]", "$.targeting.and[1]", "$.targeting.and[2].$ref", "$.targeting.and[3].cat",
+    ]
+    assert (caught.value.path, caught.value.message) == (caught.value.errors[0].path, caught.value.errors[0].message)
+    assert str(caught.value).count("$.targeting.and[") == 4
+
+
+def test_lenient_compiling_tolerates_schema_problems_and_refuses_with_every_unevaluable_node() -> None:
+    tolerated: list[RuleError] = []
+    rule = {"and": [{"sem_ver": [{"var": "v"}, "~>", "1"]}, {"nope": 1}, {"cat": "y"}, {"nope_either": 2}]}
+    with pytest.raises(RuleError) as caught:
+        compile_rule(rule, flag_key="f", strict=False, on_problem=tolerated.append)
+    assert [error.path for error in caught.value.errors] == ["$.targeting.and[1]", "$.targeting.and[3]"]
+    assert [error.path for error in tolerated] == ["$.targeting.and[0].sem_ver[1]", "$.targeting.and[2].cat"]
+
+
+def test_a_lone_error_lists_itself_and_the_same_problem_twice_counts_once() -> None:
+    with pytest.raises(RuleError) as caught:
+        compile_rule({"nope": 1}, flag_key="f")
+    assert caught.value.errors == (caught.value,)
+    twice = RuleError.several([RuleError("$.a", "x"), RuleError("$.b", "y"), RuleError("$.a", "x")])
+    assert [(e.path, e.message) for e in twice.errors] == [("$.a", "x"), ("$.b", "y")]
+
+
+def test_resolve_refs_finds_every_broken_reference() -> None:
+    rule = {"or": [{"$ref": "gone"}, {"$ref": "is_ballmer"}, {"$ref": 5}, {"$ref": "x", "y": 1}]}
+    with pytest.raises(RuleError) as caught:
+        resolve_refs(rule, EVALUATORS)
+    assert [error.path for error in caught.value.errors] == [
+        "$.targeting.or[0].$ref", "$.targeting.or[2].$ref", "$.targeting.or[3]",
+    ]
+    broken: list[RuleError] = []
+    resolved = resolve_refs(rule, EVALUATORS, on_error=broken.append)
+    assert resolved == {"or": [None, EVALUATORS["is_ballmer"], None, None]}
+    assert len(broken) == 3
+
+
 def test_unknown_fractional_version_is_a_programming_error() -> None:
-    with pytest.raises(ValueError, match="v1"):
-        compile_rule({"var": "x"}, flag_key="f", fractional="v1")
+    with pytest.raises(ValueError, match="v4"):
+        compile_rule({"var": "x"}, flag_key="f", fractional="v4")
 
 
 def test_a_rule_nested_beyond_the_stack_is_refused_not_crashed() -> None:

@@ -99,10 +99,11 @@ def test_simple_fields_refuse_to_turn_a_string_flag_into_a_boolean():
         apply_set(doc, SetChange("s", simple={"enabled": True}), fractional="v2", where="f")
 
 
-def test_partial_rollout_in_flagd_form_under_v3_is_refused():
-    with pytest.raises(InvalidFlag, match="fractional v3"):
-        flagd_equivalent("f", True, 30, [], fractional="v3")
-    assert flagd_equivalent("f", True, 100, [], fractional="v3")["defaultVariant"] == "on"
+@pytest.mark.parametrize("version", ["v1", "v3"])
+def test_partial_rollout_in_flagd_form_under_other_bucketing_is_refused(version):
+    with pytest.raises(InvalidFlag, match=f"fractional {version}"):
+        flagd_equivalent("f", True, 30, [], fractional=version)
+    assert flagd_equivalent("f", True, 100, [], fractional=version)["defaultVariant"] == "on"
 
 
 def test_flagd_form_is_read_back_for_the_next_patch():

@@ -71,6 +71,15 @@ async def test_refusals_leave_the_file_byte_for_byte_unchanged(start_agent, simp
     assert not [p for p in os.listdir(simple_file.parent) if p.endswith(".flagsock-tmp")]
 
 
+async def test_a_refused_definition_names_every_problem(start_agent, simple_file):
+    running = await start_agent([simple_file])
+    definition = {"state": "ENABLED", "variants": {"a": 1, "b": "two"}, "defaultVariant": "c",
+                  "targeting": {"if": [{"nope": []}, "a", "b"]}}
+    text = await refused(running.socket_path, {"op": "set", "flag": "x", "definition": definition}, "INVALID_FLAG")
+    for spot in ("variants.b", "defaultVariant", "targeting.if[0]"):
+        assert spot in text, text
+
+
 async def test_flagd_file_stays_flagd_with_its_indentation_and_key_order(start_agent, flagd_file):
     running = await start_agent([flagd_file])
     sock = running.socket_path

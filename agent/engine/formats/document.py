@@ -22,6 +22,9 @@ every one, ``"isolate"`` loads the rest and the broken flags answer PARSE_ERROR.
 reported in ``problems`` all the same. A file that is
 empty, not JSON, not an object, not recognisably a flag file, or whose own ``metadata`` /
 ``$evaluators`` / ``flags`` member is malformed is always refused.
+
+Every problem is found before a file is refused (each flag, and within a flag each problem that
+does not hang on another), so one run of ``flagsock validate`` tells an author all there is to fix.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from agent.engine.model import (
     fingerprint,
 )
 from agent.engine.rules.errors import Where, render
+from agent.engine.rules.fractional import VERSIONS as FRACTIONAL_VERSIONS
 from agent.engine.schema import FileSpec, json_type, structure
 from agent.engine.tables import broken_table
 
@@ -85,7 +89,7 @@ def parse_flag_document(
     Args:
         data: the file's bytes (UTF-8 JSON; a leading BOM is tolerated).
         source: the file's name, as problems should name it.
-        fractional: bucketing version of flagd ``fractional`` rules, "v2" or "v3".
+        fractional: bucketing version of flagd ``fractional`` rules, "v1", "v2" or "v3".
         invalid_flags: "reject" (any broken flag refuses the file) or "isolate".
         reuse: the previous parse of this source: flags whose JSON and whose file context are
             byte for byte the same are taken from it, not compiled again (an edit of a large
@@ -94,8 +98,8 @@ def parse_flag_document(
     Raises:
         FlagFileError: the file cannot be served (see the module docstring).
     """
-    if fractional not in ("v2", "v3"):
-        raise ValueError(f'fractional must be "v2" or "v3", not {fractional!r}')
+    if fractional not in FRACTIONAL_VERSIONS:
+        raise ValueError(f"fractional must be one of {', '.join(FRACTIONAL_VERSIONS)}, not {fractional!r}")
     if invalid_flags not in ("reject", "isolate"):
         raise ValueError(f'invalid_flags must be "reject" or "isolate", not {invalid_flags!r}')
     doc = _decode(data, source)
@@ -233,7 +237,9 @@ class _DocumentReader(_Reader):
         for p in problems:
             self.file_problem(p.path, p.message)
         self.metadata = spec.metadata if spec else EMPTY
-        evaluators = spec.evaluators if spec else EMPTY
+        # A broken file is refused whole, but its flags are still checked so that every problem
+        # is told at once; against the evaluators that are well formed, as if the others were not there.
+        evaluators = spec.evaluators if spec else _well_formed(doc.get("$evaluators"))
         flags = doc["flags"]
         if type(flags) is list:
             self.format = "flagd"
@@ -268,8 +274,6 @@ class _DocumentReader(_Reader):
 
     def entries(self) -> Iterator[tuple[str, Any, Where, str]]:
         flags = self.doc["flags"]
-        if self.fatal:
-            return
         if type(flags) is dict:
             for key, raw in flags.items():
                 path = ("$.flags", key)  # rendered as text only for a problem
@@ -278,6 +282,8 @@ class _DocumentReader(_Reader):
                     continue
                 yield key, raw, path, self.kind(raw)
             return
+        if type(flags) is not list:
+            return  # a file problem already
         seen: dict[str, str] = {}
         for i, raw in enumerate(flags):
             path = f"$.flags[{i}]"
@@ -293,3 +299,9 @@ class _DocumentReader(_Reader):
                 continue
             seen[key] = path
             yield key, raw, path, self.kind(raw)
+
+
+def _well_formed(evaluators: Any) -> Mapping[str, Any]:
+    if type(evaluators) is not dict:
+        return EMPTY
+    return {name: rule for name, rule in evaluators.items() if name and type(rule) is dict}

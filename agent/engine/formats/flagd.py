@@ -46,11 +46,8 @@ class FlagdCompiler:
     def check_evaluators(self) -> None:
         """Compile each evaluator alone, so one that no flag uses is still checked."""
         for name, rule in self.evaluators.items():
-            path = child_path("$.$evaluators", name)
-            try:
-                self._compile_rule(resolve_refs(rule, self.evaluators, path), "", path, None)
-            except RuleError as exc:
-                self.report(Problem(self.source, exc.path, exc.message))
+            for error in self._check_rule(rule, "", child_path("$.$evaluators", name), None, refs=True)[2]:
+                self.report(Problem(self.source, error.path, error.message))
 
     def compile_flag(self, key: str, raw: dict, path: Where, found: list[Problem], text: bytes) -> CompiledFlag | None:
         """The compiled flag, or None with what breaks it added to ``found``.
@@ -62,17 +59,19 @@ class FlagdCompiler:
         """
         spec, problems = structure(raw, FlagdFlagSpec, source=self.source, path=path, flag=key)
         found.extend(problems)
-        if spec is None:
+        # Read from the raw flag, so that these are checked even when a field above is broken.
+        names = raw.get("variants")
+        default = raw.get("defaultVariant")
+        if type(names) is dict and names and type(default) is str and default not in names:
+            found.append(problem_at(self.source, key, path, ("defaultVariant",),
+                                    f"must name one of the variants ({', '.join(names)}) or be null, got {default!r}"))
+        targeting = raw.get("targeting")
+        refs = b'"$ref"' in text
+        rule, resolved = self._compile_targeting(key, targeting if type(targeting) is dict else None, path, found, refs)
+        if found or spec is None:
             return None
         variants = spec.variants
         default = spec.default_variant
-        if default is not None and default not in variants:
-            found.append(problem_at(self.source, key, path, ("defaultVariant",),
-                                    f"must name one of the variants ({', '.join(variants)}) or be null, got {default!r}"))
-        refs = b'"$ref"' in text
-        rule, resolved = self._compile_targeting(key, spec.targeting, path, found, refs)
-        if found:
-            return None
         metadata = FrozenDict({**self.metadata, **spec.metadata}) if spec.metadata else self.metadata
         enabled = spec.state == "ENABLED"
         resolved_text = canonical_json(resolved) if rule is not None and refs else b""
@@ -91,6 +90,7 @@ class FlagdCompiler:
             fingerprint=digest, static=static, resolver=resolver, definition=definition_text(text),
             # A copy of its own size (see definition_text); only flags using $ref have one.
             rule=None if rule is None else (bytes(memoryview(resolved_text)), self.fractional),
+            reads_clock=resolver is not None and rule.reads_clock,
         )
 
     def _compile_targeting(self, key: str, targeting: dict | None, path: Where, found: list[Problem],
@@ -99,13 +99,28 @@ class FlagdCompiler:
             return None, None
         tpath = (path, "targeting")
         try:
-            resolved = resolve_refs(targeting, self.evaluators, tpath) if refs else targeting
-            return self._compile_rule(resolved, key, tpath, key), resolved
-        except RuleError as exc:
-            found.append(Problem(self.source, exc.path, exc.message, key))
+            rule, resolved, errors = self._check_rule(targeting, key, tpath, key, refs=refs)
         except Exception as exc:  # a bug in the rule compiler must break this flag, not the file
             found.append(Problem(self.source, render(tpath), f"could not compile targeting ({type(exc).__name__}: {exc})", key))
-        return None, None
+            return None, None
+        found.extend(Problem(self.source, error.path, error.message, key) for error in errors)
+        return rule, resolved
+
+    def _check_rule(self, rule: Any, key: str, path: Where, flag: str | None,
+                    *, refs: bool) -> tuple[CompiledRule | None, Any, list[RuleError]]:
+        """(the compiled rule or None, the rule with ``$ref``s resolved, every problem of it).
+
+        A broken reference stands as null while the rest of the rule is checked; what the
+        compiler says about that null spot is left out (the reference is the problem there).
+        """
+        broken: list[RuleError] = []
+        try:
+            resolved = resolve_refs(rule, self.evaluators, path, on_error=broken.append) if refs else rule
+            compiled = self._compile_rule(resolved, key, path, flag)
+        except RuleError as exc:
+            at_refs = {error.path.removesuffix(".$ref") for error in broken}
+            return None, None, broken + [error for error in exc.errors if error.path not in at_refs]
+        return (None, None, broken) if broken else (compiled, resolved, [])
 
     def _compile_rule(self, rule: Any, key: str, path: Where, flag: str | None) -> CompiledRule:
         """Strict when rejecting. When isolating, a rule flagd's schema refuses but its evaluators

@@ -56,14 +56,14 @@ def compile_simple_flag(key: str, raw: dict, path: Where, *, source: str, metada
     """
     spec, problems = structure(raw, SimpleFlagSpec, source=source, path=path, flag=key)
     found.extend(problems)
-    if spec is None:
-        return None
-    if spec.name is not None and spec.name != key:
+    # Read from the raw flag, so that these are checked even when a field above is broken.
+    name = raw.get("name")
+    if type(name) is str and name != key:
         found.append(problem_at(source, key, path, ("name",),
-                                f"must equal the flag key {key!r} (or be left out), got {spec.name!r}"))
-    if spec.rollout is not None and spec.rollout_percentage is not None:
+                                f"must equal the flag key {key!r} (or be left out), got {name!r}"))
+    if raw.get("rollout") is not None and raw.get("rollout_percentage") is not None:
         found.append(problem_at(source, key, path, ("rollout",), "give rollout_percentage or rollout, not both"))
-    if found:
+    if found or spec is None:
         return None
     default_variant, static, resolver = _compile(key, spec, metadata)
     return CompiledFlag(

@@ -16,6 +16,10 @@ Two kinds of problem are told apart:
   reporting the problem to ``on_problem``. flagd itself warns and serves such flags, and
   the flagd test suites contain them, so a loader that must serve them passes
   ``strict=False``.
+
+Either way the walk goes on past a problem (the broken node compiles to null), so the one
+``RuleError`` raised at the end lists every problem of the rule (``RuleError.errors``), and
+a person fixing a file sees them all at once.
 """
 
 from __future__ import annotations
@@ -84,13 +88,19 @@ class _RuleCompiler:
         self._strict = strict
         self._on_problem = on_problem
         self.reads_clock = False
+        self.errors: list[RuleError] = []  # what refuses the rule, in the order met
 
     def problem(self, path: Where, message: str) -> None:
         error = RuleError(path, message)
         if self._strict:
-            raise error
-        if self._on_problem is not None:
+            self.errors.append(error)
+        elif self._on_problem is not None:
             self._on_problem(error)
+
+    def fail(self, path: Where, message: str) -> Node:
+        """A node that cannot be evaluated at all: noted, and compiled to null so the walk goes on."""
+        self.errors.append(RuleError(path, message))
+        return Const(None)
 
     def compile(self, raw: Any, path: Where) -> Node:
         kind = type(raw)
@@ -103,19 +113,19 @@ class _RuleCompiler:
     def _operation(self, raw: dict[str, Any], path: Where) -> Node:
         if len(raw) != 1:
             if "$ref" in raw:
-                raise RuleError(path, "a {\"$ref\": ...} object must have no other keys")
+                return self.fail(path, "a {\"$ref\": ...} object must have no other keys")
             self.problem(path, "an object in a rule must have exactly one key, the operator, "
                          "e.g. {\"var\": \"email\"}; data objects are not allowed in targeting")
             return Const(raw)
         ((name, operands),) = raw.items()
         if name == "$ref":
-            raise RuleError(
+            return self.fail(
                 (path, "$ref"),
                 f"reference to evaluator {operands!r} was not resolved; define it under \"$evaluators\"",
             )
         compile_operator = OPERATORS.get(name)
         if compile_operator is None:
-            raise RuleError(path, f"unknown operator {name!r}; expected one of {_OPERATOR_NAMES}")
+            return self.fail(path, f"unknown operator {name!r}; expected one of {_OPERATOR_NAMES}")
         operator_path = (path, name)
         return compile_operator(self, _operands(operands, operator_path), operator_path)
 
@@ -169,7 +179,7 @@ def compile_targeting(
         rule: the targeting JSON, ``$ref`` already resolved (see ``resolve_refs``). An
             empty object means "no targeting" and compiles to a function answering null.
         flag_key: the flag the rule belongs to (fractional's default bucketing subject).
-        fractional: bucketing version, ``"v2"`` or ``"v3"`` (see ``fractional``).
+        fractional: bucketing version, ``"v1"``, ``"v2"`` or ``"v3"`` (see ``fractional``).
         path: JSON path of ``rule``, the prefix of every ``RuleError.path``.
         strict: raise for everything flagd's schema refuses (see module docstring);
             when False, only for rules that cannot be evaluated at all.
@@ -181,7 +191,7 @@ def compile_targeting(
         evaluated against that context; callers report that as PARSE_ERROR.
 
     Raises:
-        RuleError: the rule is refused; ``path`` and ``message`` say where and why.
+        RuleError: the rule is refused; ``errors`` says every where and why.
     """
     if fractional not in VERSIONS:
         raise ValueError(f"fractional must be one of {VERSIONS}, got {fractional!r}")
@@ -195,4 +205,6 @@ def compile_targeting(
     except RecursionError:
         raise RuleError(path, "the rule is nested too deeply to compile; flatten it (e.g. chain "
                         "conditions in one \"if\" or \"and\" instead of nesting them)") from None
+    if compiler.errors:
+        raise RuleError.several(compiler.errors)
     return CompiledRule(evaluate, reads_clock=compiler.reads_clock)

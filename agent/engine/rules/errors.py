@@ -7,7 +7,7 @@ loader uses for every other problem, so a person can find the node in their file
 from __future__ import annotations
 
 import re
-from typing import Union
+from typing import Sequence, Union
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*\Z")
 
@@ -15,9 +15,14 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*\Z")
 class RuleError(Exception):
     """A targeting rule that flagd's schema (or JSON Logic itself) refuses.
 
+    A rule is compiled whole before it is refused, so one error may stand for several, each
+    at its own node: ``errors`` lists them all (a lone error lists itself); ``path`` and
+    ``message`` are the first one's, for callers that report one line.
+
     Attributes:
         path: JSON path of the offending node, e.g. ``$.flags.f.targeting.if[0]``.
         message: what is wrong and what is expected instead.
+        errors: every problem found, in the order met, each once.
     """
 
     def __init__(self, path: Where, message: str) -> None:
@@ -25,6 +30,24 @@ class RuleError(Exception):
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
+        self.errors: tuple[RuleError, ...] = (self,)
+
+    @classmethod
+    def several(cls, errors: Sequence[RuleError]) -> RuleError:
+        """One error to raise for all of ``errors`` (not empty); the same problem twice counts once.
+
+        A shared ``$evaluators`` rule used twice by a flag is compiled twice, with the same paths.
+        """
+        first_of: dict[tuple[str, str], RuleError] = {}
+        for error in errors:
+            first_of.setdefault((error.path, error.message), error)
+        unique = list(first_of.values())
+        if len(unique) == 1:
+            return unique[0]
+        combined = cls(unique[0].path, unique[0].message)
+        combined.args = ("; ".join(str(e) for e in unique),)
+        combined.errors = tuple(unique)
+        return combined
 
 
 #: Where a node of a rule is: the JSON path of the rule itself (text), or ``(parent, key)``

@@ -2,17 +2,21 @@
 
 ``{"fractional": [bucketBy?, [variant, weight?], ...]}``. Without a bucketing expression
 (the "shorthand", first item an array) the subject is the flag key plus the context's
-``targetingKey``. The bucket is ``(murmur3_x86_32(bytes, seed 0) * total_weight) >> 32``
-and the variant is the one whose cumulative-weight range holds it.
+``targetingKey``. The subject is hashed with murmur3_x86_32 (seed 0) and the hash chooses
+a bucket by the cumulative weights (see ``buckets`` for the two arithmetics).
 
-Two bucketing versions exist, chosen per agent (``--fractional``):
+Three bucketing versions exist, chosen per agent (``--fractional``):
 
+- ``v1`` (flagd up to v0.14, before open-feature/flagd#1909): the subject as in ``v2``; the
+  hash is placed by legacy flagd's floating-point percentages, so files written for an older
+  flagd keep their users in the same buckets.
 - ``v2`` (the flagd daemon since v0.15): the bytes are the UTF-8 of the bucketing string
   (``flagKey + targetingKey`` in the shorthand). A bucketing expression that gives null
   falls back to the shorthand subject, as flagd does; any other non-string gives null.
+  The bucket is ``(hash * total_weight) >> 32``.
 - ``v3`` (openfeature-flagd-core 2.x): the bytes are the deterministic CBOR of the
   bucketing value, which may be any JSON value; the shorthand hashes
-  ``[flagKey, targetingKey]``; a null bucketing value gives null.
+  ``[flagKey, targetingKey]``; a null bucketing value gives null. Placed as in ``v2``.
 
 Literal weights are checked and summed at compile time, so a call is one hash, one
 multiplication and one bisection. A weight computed per call (time-based rollouts) that
@@ -23,18 +27,17 @@ above 2**31 - 1 all give null, which flagd turns into the default variant.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from itertools import accumulate
 from typing import Any, Callable, Sequence, Union
 
 import mmh3
 
 from . import cbor
+from .buckets import dynamic_choice, runtime_weight, static_choice
 from .errors import Where
 from .nodes import Arg, Compiler, Const, Node, as_function, is_bare
 
-MAX_WEIGHT_SUM = 2**31 - 1
-VERSIONS = ("v2", "v3")
+VERSIONS = ("v1", "v2", "v3")
+_CBOR_VERSIONS = frozenset({"v3"})  # the others hash the UTF-8 of a string subject
 
 Hasher = Callable[[Any], "int | None"]
 Weight = Union[int, Node]
@@ -51,7 +54,7 @@ def _targeting_key(data: Any) -> str | None:
 
 def _shorthand_hasher(version: str, flag_key: str) -> Hasher:
     """The subject is the flag and the context's targetingKey."""
-    if version == "v2":
+    if version not in _CBOR_VERSIONS:
 
         def subject(key: str) -> bytes:
             return (flag_key + key).encode("utf-8")
@@ -77,10 +80,10 @@ def _shorthand_hasher(version: str, flag_key: str) -> Hasher:
 def _expression_hasher(version: str, flag_key: str, bucket_by: Node) -> Hasher:
     """The subject is whatever the bucketing expression gives."""
     value_of = as_function(bucket_by)
-    if version == "v2":
-        fallback = _shorthand_hasher("v2", flag_key)
+    if version not in _CBOR_VERSIONS:
+        fallback = _shorthand_hasher(version, flag_key)
 
-        def by_string_v2(data: Any) -> int | None:
+        def by_string(data: Any) -> int | None:
             value = value_of(data)
             if type(value) is str:
                 try:
@@ -89,7 +92,7 @@ def _expression_hasher(version: str, flag_key: str, bucket_by: Node) -> Hasher:
                     return None
             return fallback(data) if value is None else None
 
-        return by_string_v2
+        return by_string
 
     def by_value_v3(data: Any) -> int | None:
         value = value_of(data)
@@ -103,19 +106,9 @@ def _expression_hasher(version: str, flag_key: str, bucket_by: Node) -> Hasher:
     return by_value_v3
 
 
-def _runtime_weight(value: Any) -> int | None:
-    """A computed weight as flagd counts it: negatives clamp to 0, fractions are refused."""
-    kind = type(value)
-    if kind is int:
-        return value if value > 0 else 0
-    if kind is float and value.is_integer():
-        return int(value) if value > 0 else 0
-    return None
-
-
 def _literal_weight(c: Compiler, raw: Any, path: Where) -> int | None:
     """Check a weight written in the rule (the schema wants a non-negative integer)."""
-    weight = _runtime_weight(raw)
+    weight = runtime_weight(raw)
     if weight is None:
         c.problem(path, f"a fractional weight must be a non-negative integer or an expression, got {raw!r}")
     elif raw < 0:
@@ -136,7 +129,7 @@ def _bucket(c: Compiler, raw: Any, path: Where) -> tuple[Node, Weight] | None:
         node = c.compile(raw[1], weight_path)
         if not isinstance(node, Const):
             return variant, node
-        weight = _runtime_weight(node.value)
+        weight = runtime_weight(node.value)
     else:
         weight = _literal_weight(c, raw[1], weight_path)
     return None if weight is None else (variant, weight)
@@ -166,51 +159,11 @@ def compile_fractional(c: Compiler, args: Sequence[Arg], path: Where) -> Node:
     variants = [as_function(variant) for variant, _ in buckets]  # type: ignore[misc]
     weights = [weight for _, weight in buckets]  # type: ignore[misc]
     if all(type(weight) is int for weight in weights):
-        return _static(hasher, variants, weights)  # type: ignore[arg-type]
-    return _dynamic(hasher, variants, [_weight_function(weight) for weight in weights])
+        return static_choice(c.fractional, hasher, variants, weights)  # type: ignore[arg-type]
+    return dynamic_choice(c.fractional, hasher, variants, [_weight_function(weight) for weight in weights])
 
 
 def _weight_function(weight: Weight) -> Callable[[Any], Any]:
     if type(weight) is int:
         return lambda _data: weight
     return weight  # type: ignore[return-value]
-
-
-def _static(hasher: Hasher, variants: list[Callable[[Any], Any]], weights: list[int]) -> Node:
-    """Weights known now: the cumulative ranges are computed once."""
-    total = sum(weights)
-    if total <= 0 or total > MAX_WEIGHT_SUM:
-        return Const(None)
-    ends = list(accumulate(weights))
-
-    def fractional(data: Any) -> Any:
-        hashed = hasher(data)
-        if hashed is None:
-            return None
-        return variants[bisect_right(ends, (hashed * total) >> 32)](data)
-
-    return fractional
-
-
-def _dynamic(
-    hasher: Hasher, variants: list[Callable[[Any], Any]], weight_functions: list[Callable[[Any], Any]]
-) -> Node:
-    """Some weight is an expression: the ranges are computed per call."""
-
-    def fractional(data: Any) -> Any:
-        hashed = hasher(data)
-        if hashed is None:
-            return None
-        ends = []
-        total = 0
-        for weight_of in weight_functions:
-            weight = _runtime_weight(weight_of(data))
-            if weight is None:
-                return None
-            total += weight
-            ends.append(total)
-        if total <= 0 or total > MAX_WEIGHT_SUM:
-            return None
-        return variants[bisect_right(ends, (hashed * total) >> 32)](data)
-
-    return fractional

@@ -47,7 +47,7 @@ class Compiler(Protocol):
         """Compile a sub-rule."""
 
     def problem(self, path: Where, message: str) -> None:
-        """Report something flagd's schema refuses (raises in strict mode)."""
+        """Report something flagd's schema refuses (in strict mode, it refuses the rule once compiled)."""
 
 
 OpCompiler = Callable[[Compiler, "Sequence[Arg]", str], Node]

@@ -17,18 +17,13 @@ variant's range; ``if`` steps say which branch was taken.
 from __future__ import annotations
 
 from bisect import bisect_right
+from itertools import accumulate
 from typing import Any, Sequence
 
 from .compiler import _operands, _RuleCompiler
 from .errors import Where, render
-from .fractional import (
-    MAX_WEIGHT_SUM,
-    _bucket,
-    _expression_hasher,
-    _runtime_weight,
-    _shorthand_hasher,
-    _targeting_key,
-)
+from .buckets import MAX_WEIGHT_SUM, PERCENTAGE_VERSIONS, legacy_point, percentage_ends, runtime_weight
+from .fractional import _bucket, _expression_hasher, _shorthand_hasher, _targeting_key
 from .jsvalues import truthy
 from .nodes import Arg, Const, Evaluator, Node, as_function, is_bare
 
@@ -238,26 +233,33 @@ def _compile_fractional(c: _TracingCompiler, args: Sequence[Arg], path: Where) -
             note(bucket={"why": "nothing to bucket by (no string targetingKey, or the bucketing value "
                                 "was null or not usable): null, so the default variant"})
             return None
-        ends, total = [], 0
+        found = []
         for weight_of in weights:
-            weight = _runtime_weight(weight_of(data))
+            weight = runtime_weight(weight_of(data))
             if weight is None:
                 note(bucket={"hash": hashed, "why": "a computed weight is not a whole number: null"})
                 return None
-            total += weight
-            ends.append(total)
+            found.append(weight)
+        total = sum(found)
         if total <= 0 or total > MAX_WEIGHT_SUM:
             note(bucket={"hash": hashed, "total": total, "why": f"the weights sum to {total}: null"})
             return None
-        bucket = (hashed * total) >> 32
-        index = bisect_right(ends, bucket)
-        starts = [0, *ends[:-1]]
+        if version in PERCENTAGE_VERSIONS:  # v1: flagd's legacy floating-point percentages
+            ends: list[Any] = percentage_ends(found, total)
+            point: Any = legacy_point(hashed)
+            facts = {"hash": hashed, "percent": point}
+        else:
+            ends = list(accumulate(found))
+            point = (hashed * total) >> 32
+            facts = {"hash": hashed, "bucket": point, "total": total}
+        index = bisect_right(ends, point)
+        ranges = [{"variant": name, "from": low, "to": high}  # from <= bucket < to
+                  for name, low, high in zip(names, [0, *ends[:-1]], ends)]
+        if index >= len(ends):
+            note(bucket={**facts, "ranges": ranges, "why": "past the last range (legacy flagd's edge): null"})
+            return None
         chosen = variants[index](data)
-        note(bucket={
-            "hash": hashed, "bucket": bucket, "total": total, "chosen": chosen,
-            "ranges": [{"variant": name, "from": low, "to": high}  # from <= bucket < to
-                       for name, low, high in zip(names, starts, ends)],
-        })
+        note(bucket={**facts, "chosen": chosen, "ranges": ranges})
         return chosen
 
     return fractional
