@@ -171,11 +171,11 @@ def _by_sources(changes: dict[str, str], old: Any, new: Any) -> dict[str, Any]:
     """Who made a change of the sources: the source (path or URL) of the flags it changed."""
     sources: list[str] = []
     for key in changes:
-        flag = new.get(key) or old.get(key)
-        if flag.source not in sources:
-            sources.append(flag.source)
-    if len(sources) == 1:
-        return {"source": sources[0]}
+        source = getattr(new.get(key) or old.get(key), "source", None)
+        if source is not None and source not in sources:
+            sources.append(source)
+    if len(sources) <= 1:
+        return {"source": sources[0] if sources else None}
     return {"source": sources[0], "sources": sources}
 
 
