@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from agent.frontends.stats import LATENCY_BUCKETS
+from agent.frontends.stats import LATENCY_BUCKETS, LATENCY_SLOTS
 
 #: What render_metrics produces (the text exposition format, version 0.0.4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -107,9 +107,9 @@ class AgentCollector:
             for bound, n in zip(_BOUNDS, histogram):
                 total += n
                 buckets.append((bound, total))
-            total += histogram[LATENCY_BUCKETS - 1]
+            total += sum(histogram[LATENCY_BUCKETS - 1:LATENCY_SLOTS])
             buckets.append(("+Inf", total))
-            family.add_metric([op], buckets, sum_value=histogram[LATENCY_BUCKETS])
+            family.add_metric([op], buckets, sum_value=histogram[LATENCY_SLOTS])
         return family
 
     def _sources(self, store: Any, snap: Any) -> Iterator[Any]:

@@ -21,9 +21,12 @@ import trio
 from agent.store.store import iso_time
 from protocol.errors import FLAG_NOT_FOUND
 
-#: Latency buckets: bucket i holds requests that took less than 2**i microseconds (the last,
-#: everything slower). 2**22 us is about 4 s.
+#: Latency buckets: slot i counts requests that took less than 2**i microseconds (and at least
+#: half that). /metrics shows the first LATENCY_BUCKETS - 1 (up to 2**21 us, about 2 s) and folds
+#: the rest into +Inf. 64 slots hold any duration a float of seconds can say in microseconds
+#: below 2**64, so no clamp is needed on the request path; the slot after them holds the sum.
 LATENCY_BUCKETS = 23
+LATENCY_SLOTS = 64
 
 
 class Stats:
@@ -44,7 +47,7 @@ class Stats:
         self._noticed_requests = -1
         #: Evaluations counted through count() (other frontends), so notice_usage sees them move.
         self.counted_elsewhere = 0
-        #: op -> [count per latency bucket..., total seconds]
+        #: op -> [count per latency slot (LATENCY_SLOTS of them)..., total seconds]
         self.latency: dict[str, list[float]] = {}
         #: (op, "ok" or "refused") -> writes (set, delete)
         self.writes: Counter[tuple[str, str]] = Counter()
@@ -73,9 +76,9 @@ class Stats:
         """Add one request of ``op`` that took ``seconds`` to its latency histogram."""
         histogram = self.latency.get(op)
         if histogram is None:
-            histogram = self.latency[op] = [0] * (LATENCY_BUCKETS + 1)
-        histogram[min(int(seconds * 1e6).bit_length(), LATENCY_BUCKETS - 1)] += 1
-        histogram[LATENCY_BUCKETS] += seconds
+            histogram = self.latency[op] = [0] * (LATENCY_SLOTS + 1)
+        histogram[int(seconds * 1e6).bit_length()] += 1
+        histogram[LATENCY_SLOTS] += seconds
 
     # -- reading ---------------------------------------------------------------------------------
 
