@@ -13,6 +13,8 @@
 * ``explain``: ``explain`` of the benchmark's targeted flag (``bench-targeted-flagd``: an allow
   list, then a fractional rollout), after its first explain compiled the traced rule. Target:
   under 1 ms. The first explain (which compiles) is printed too.
+* ``dispatch``: the NDJSON dispatch alone (``bench/dispatch_cost.py``: decode, op, evaluate,
+  encode, in-process, CPU time), before and after, alternating: the steadiest comparison here.
 * ``micro``: the request path's additions alone: the usage increment and the latency
   observation, in nanoseconds.
 """
@@ -43,13 +45,7 @@ BEFORE_COMMIT = "729de46"  # main as this branch last merged it, without issue 1
 
 
 def part_load(args: argparse.Namespace, work: str) -> list[str]:
-    before = args.before
-    if before is None:
-        before = os.path.join(work, "before")
-        os.makedirs(before)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before_commit], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
+    before = before_tree(args, work)
     flags = os.path.join(work, "flags.json")
     Path(flags).write_text(json.dumps(gen_flags.generate(1000, "simple")))
     flagd = os.path.join(work, "flagd.json")
@@ -77,6 +73,38 @@ def part_load(args: argparse.Namespace, work: str) -> list[str]:
     finally:
         for server in servers:
             server.stop()
+    return out
+
+
+def before_tree(args: argparse.Namespace, work: str) -> str:
+    if args.before is not None:
+        return str(Path(args.before).resolve())
+    before = os.path.join(work, "before")
+    if not os.path.isdir(before):
+        os.makedirs(before)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before_commit], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
+    return before
+
+
+def part_dispatch(args: argparse.Namespace, work: str) -> list[str]:
+    """bench/dispatch_cost.py for each tree, alternating: CPU per request of the dispatch alone."""
+    before = before_tree(args, work)
+    out = []
+    for flag, fmt in (("bench-static", "simple"), ("bench-targeted", "simple"), ("bench-targeted-flagd", "flagd")):
+        path = os.path.join(work, f"dispatch-{fmt}.json")
+        Path(path).write_text(json.dumps(gen_flags.generate(1000, fmt)))
+        best = {"before": float("inf"), "after": float("inf")}
+        for _ in range(3):
+            for name, tree in (("before", before), ("after", str(ROOT))):
+                run = subprocess.run([bs.PYTHON, str(HERE / "dispatch_cost.py"), path, flag],
+                                     env={**os.environ, "PYTHONPATH": tree}, cwd=tree, capture_output=True, text=True,
+                                     check=True)
+                best[name] = min(best[name], float(run.stdout))
+        out.append(f"dispatch {flag:<22} before {best['before']:.2f} us, after {best['after']:.2f} us CPU per request: "
+                   f"{best['after'] / best['before']:.3f}x")
+        print(out[-1], flush=True)
     return out
 
 
@@ -192,9 +220,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per load run")
     parser.add_argument("--repeat", type=int, default=3, help="load runs per side, best kept")
     parser.add_argument("--scrapes", type=int, default=20)
-    parser.add_argument("--only", action="append", choices=["load", "scrape", "explain", "micro"])
+    parser.add_argument("--only", action="append", choices=["load", "dispatch", "scrape", "explain", "micro"])
     args = parser.parse_args()
-    parts = args.only or ["micro", "explain", "scrape", "load"]
+    parts = args.only or ["micro", "dispatch", "explain", "scrape", "load"]
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, python {sys.version.split()[0]}")
@@ -202,6 +230,8 @@ def main() -> None:
         for part in parts:
             if part == "load":
                 part_load(args, work)
+            elif part == "dispatch":
+                part_dispatch(args, work)
             elif part == "scrape":
                 part_scrape(args)
             elif part == "explain":
