@@ -122,3 +122,11 @@ async def test_top_shows_the_live_split_in_a_pseudo_terminal_and_quits_on_q(star
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+def test_without_blessed_top_says_which_extra_to_install(monkeypatch, capsys):
+    from agent.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "blessed", None)  # as if the 'top' extra were not installed
+    assert main(["top", "--socket", "/nonexistent/flagsock.sock"]) == 2
+    assert "pip install 'flagsock[top]'" in capsys.readouterr().err
