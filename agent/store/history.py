@@ -99,6 +99,8 @@ class History:
         #: Per flag the history knows, its last recorded definition (None: removed). Only kept
         #: from load() to the first swap, to see what changed while the agent was stopped.
         self._last_known: dict[str, bytes | None] | None = None
+        #: Writes committed elsewhere (etcd) that will come back through a source: (flags, by).
+        self._expected: list[tuple[frozenset[str], dict[str, Any]]] = []
 
     @property
     def path(self) -> str | None:
@@ -133,6 +135,19 @@ class History:
 
     # -- recording (on the event loop) ------------------------------------------------------------
 
+    def expect(self, flags: frozenset[str], by: dict[str, Any]) -> tuple[frozenset[str], dict[str, Any]]:
+        """A write about to be committed in a remote store, whose change then comes back through
+        the source's watch like anyone's: the next swap changing one of ``flags`` is recorded as
+        made ``by``. Returns the token :meth:`withdraw` takes if the write is not committed."""
+        token = (flags, by)
+        self._expected.append(token)
+        del self._expected[:-64]  # a change that never came back must not pin its peer forever
+        return token
+
+    def withdraw(self, token: tuple[frozenset[str], dict[str, Any]]) -> None:
+        if token in self._expected:
+            self._expected.remove(token)
+
     def record(self, revision: int, at: str, by: dict[str, Any], changes: Mapping[str, str],
                old: Mapping[str, Any], new: Mapping[str, Any], *, first: bool = False) -> None:
         """Record one swap's ``changes`` (key -> added/updated/removed) between flag maps.
@@ -142,6 +157,11 @@ class History:
         if first:
             self._record_start(revision, at, by, new)
             return
+        for token in self._expected:
+            if not token[0].isdisjoint(changes):
+                self._expected.remove(token)
+                by = token[1]
+                break
         self._last_known = None
         flags: list[FlagChange] = []
         for key, change in changes.items():

@@ -232,3 +232,18 @@ async def test_a_set_is_answered_once_its_history_entry_is_on_disk(serving, tmp_
             assert (await client.result({"op": "set", "flag": "banner", "enabled": True}))["revision"] == 2
             lines = (state / "history.jsonl").read_bytes().splitlines()
     assert [json.loads(line)["flags"]["banner"]["change"] for line in lines] == ["updated"]
+
+
+def test_a_write_committed_elsewhere_is_recorded_as_made_by_its_peer():
+    history = History()
+    peer = {"uid": 7, "pid": 8, "user": "ann"}
+    token = history.expect(frozenset({"x"}), peer)
+    history.record(5, "t", {"source": "etcd://e/p"}, {"y": "added"}, {}, flags(y={"a": 1}))
+    history.record(6, "t", {"source": "etcd://e/p"}, {"x": "added"}, {}, flags(x={"a": 1}))
+    history.record(7, "t", {"source": "etcd://e/p"}, {"x": "updated"}, flags(x={"a": 1}), flags(x={"a": 2}))
+    assert [c["by"] for c in history.changes()] == [{"source": "etcd://e/p"}, peer, {"source": "etcd://e/p"}]
+    withdrawn = history.expect(frozenset({"x"}), peer)
+    history.withdraw(withdrawn)  # the commit failed: the next change of x is someone else's
+    history.withdraw(token)  # already used: nothing to do
+    history.record(8, "t", {"source": "etcd://e/p"}, {"x": "removed"}, flags(x={"a": 2}), {})
+    assert history.changes()[0]["by"] == {"source": "etcd://e/p"}
