@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,13 +23,14 @@ import trio
 from agent import __version__
 from agent.config import ConfigError, ServeConfig, is_remote, parse_context_value
 from agent.frontends.access import WriteAccess
-from agent.frontends.http import (HttpLimits, HttpServer, SharedConnectionLimit, bind_tcp, build_router,
-                                  check_http_address)
+from agent.frontends.http import (HttpAddressError, HttpLimits, HttpServer, SharedConnectionLimit, bind_tcp,
+                                  build_router, check_http_address, check_listening_socket)
 from agent.frontends.ndjson.server import Server
 from agent.frontends.service import Service
 from agent.host import systemd
 from agent.host.accounts import group_id, user_id
-from agent.host.listener import BoundSocket, bind_unix, check_socket_path
+from agent.host.activation import InheritedSocket
+from agent.host.listener import BoundSocket, ListenerError, bind_unix, check_socket_path
 from agent.sources.base import LoadOptions, Source
 from agent.host.errors import StartupError
 from agent.sources.etcd.layout import SCHEME as ETCD, EtcdLocation
@@ -115,47 +117,81 @@ class Running:
 
 @attrs.define
 class HttpListener:
-    """One ``--http`` address served: its server and socket (``port`` for TCP, ``path`` for Unix)."""
+    """One HTTP socket served (an ``--http`` address or a socket systemd passed in named ``http``):
+    its server and socket (``port`` for TCP, ``path`` for Unix)."""
 
     server: HttpServer
     sock: Any
     bound: BoundSocket | None = None
     port: int | None = None
+    #: Where it listens, for the log.
+    where: str = ""
 
     @property
     def path(self) -> str | None:
         return self.bound.path if self.bound is not None else None
 
     def close(self) -> None:
+        """Close the socket; a socket file the agent bound is removed (an inherited one is systemd's)."""
         if self.bound is not None:
             self.bound.cleanup()
         self.sock.close()
 
 
-def open_http_listeners(config: ServeConfig, service: Service, socket_gid: int | None) -> list[HttpListener]:
-    """Bind every ``--http`` address (build_config checked them) and build its server, all
-    sharing the NDJSON server's connection cap.
+def http_limits(config: ServeConfig) -> HttpLimits:
+    """The HTTP frontend's sizes and deadlines, as configured."""
+    return HttpLimits(max_header_bytes=config.http_max_header_bytes, max_body_bytes=config.http_max_body_bytes,
+                      header_timeout=config.http_header_timeout, body_timeout=config.http_body_timeout,
+                      idle_timeout=config.http_idle_timeout, send_timeout=config.send_timeout)
+
+
+def check_inherited_http(config: ServeConfig, inherited: Sequence[InheritedSocket]) -> list[str]:
+    """Where each inherited HTTP socket listens; one beyond loopback is refused as ``--http`` would be.
+
+    Raises:
+        ConfigError: a TCP socket on an address that is not loopback, without ``--http-allow-remote``.
+    """
+    try:
+        return [check_listening_socket(i.sock, i.describe(), allow_remote=config.http_allow_remote)
+                for i in inherited]
+    except HttpAddressError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def open_http_listeners(config: ServeConfig, service: Service, socket_gid: int | None,
+                        inherited: Sequence[InheritedSocket] = ()) -> list[HttpListener]:
+    """Build a server for every HTTP socket systemd passed in (``inherited``, checked by
+    :func:`check_inherited_http`) and for every ``--http`` address (build_config checked them),
+    all sharing the NDJSON server's connection cap.
 
     Resource handling: on failure the sockets bound so far are closed before the error leaves.
     """
     listeners: list[HttpListener] = []
-    if not config.http:
+    if not config.http and not inherited:
         return listeners
     router = build_router(service)
     shared = SharedConnectionLimit(service.stats, config.max_connections)
-    limits = HttpLimits(send_timeout=config.send_timeout)
+    limits = http_limits(config)
+
+    def add(sock: Any, bound: BoundSocket | None, where: str) -> None:
+        port = None if sock.family == socket.AF_UNIX else sock.getsockname()[1]
+        server = HttpServer(router, sock, limits=limits, connections=shared, server_header=f"flagsock/{__version__}")
+        listeners.append(HttpListener(server, sock, bound, port, where))
+
     try:
+        for item, where in zip(inherited, check_inherited_http(config, inherited)):
+            # An inherited socket is systemd's: never unlinked, so its BoundSocket is not owned.
+            path = item.sock.getsockname() if item.sock.family == socket.AF_UNIX else None
+            bound = BoundSocket(item.sock, path or None, owned=False) if isinstance(path, str) else None
+            add(item.sock, bound, f"{where} (from systemd)")
         for text in config.http:
             address = check_http_address(text, allow_remote=config.http_allow_remote)
             if address.path is not None:
                 bound = bind_unix(address.path, mode=config.socket_mode, gid=socket_gid)
-                sock, port = bound.sock, None
+                add(bound.sock, bound, bound.path or address.path)
             else:
-                bound, sock = None, bind_tcp(address.host, address.port)
-                port = sock.getsockname()[1]
-            server = HttpServer(router, sock, limits=limits, connections=shared,
-                                server_header=f"flagsock/{__version__}")
-            listeners.append(HttpListener(server, sock, bound, port))
+                sock = bind_tcp(address.host, address.port)
+                add(sock, None, f"{address.host}:{sock.getsockname()[1]}")
     except BaseException:
         for listener in listeners:
             listener.close()
@@ -171,11 +207,14 @@ def status_line(store: Store) -> str:
     return text[:400]
 
 
-def open_listener(config: ServeConfig, inherited: list[Any], socket_gid: int | None) -> BoundSocket:
+def open_listener(config: ServeConfig, inherited: Sequence[InheritedSocket], socket_gid: int | None) -> BoundSocket:
+    """The NDJSON socket: the first one systemd passed in (``inherited``: those not named ``http``),
+    else ``--socket`` bound here."""
     if inherited:
         if len(inherited) > 1:
-            log.warning("systemd passed %d sockets; serving the first", len(inherited))
-        sock = inherited[0]
+            log.warning("systemd passed %d NDJSON sockets (%s); serving the first", len(inherited),
+                        ", ".join(i.describe() for i in inherited))
+        sock = inherited[0].sock
         try:
             path = sock.getsockname() or None
         except OSError:
@@ -250,20 +289,30 @@ async def run_agent(
     watch: Any = None,
     handle_signals: bool = True,
     notifier: Any = None,
-    inherited: list[Any] | None = None,
+    inherited: Sequence[InheritedSocket] | None = None,
     poll_seconds: float | None = None,
 ) -> None:
     """Serve ``config`` until SIGTERM/SIGINT (or :meth:`Running.stop`).
 
+    Args:
+        inherited: the sockets systemd passed in (default: read from ``LISTEN_FDS``); those named
+            ``http`` are served as HTTP, the first other one as the NDJSON socket.
+
     Raises:
         StartupError: a setting or the host's state does not allow starting (nothing was bound).
 
-    Resource handling: owns the listening socket; a socket file it created is removed on exit,
+    Resource handling: owns the listening sockets; a socket file it created is removed on exit,
     an inherited one is left alone.
     """
     if inherited is None:
         inherited = systemd.inherited_sockets()
-    settings = plan(config, binds=not inherited)
+    ndjson = [i for i in inherited if not i.serves_http]
+    http_inherited = [i for i in inherited if i.serves_http]
+    check_inherited_http(config, http_inherited)
+    if http_inherited and not ndjson and not config.socket:
+        raise ListenerError("systemd passed only HTTP sockets (named http); the NDJSON socket comes from "
+                            "flagsock.socket or --socket PATH")
+    settings = plan(config, binds=not ndjson)
     sources = build_sources(config, watch=watch, poll_seconds=poll_seconds)
     if notifier is None:
         notifier = systemd.Notifier.from_environment()
@@ -280,7 +329,7 @@ async def run_agent(
         first = await reloader.reload("start")
         if first.errors:
             log.warning("started without some flags: %s", "; ".join(first.errors))
-        bound = open_listener(config, inherited, settings.socket_gid)
+        bound = open_listener(config, ndjson, settings.socket_gid)
         http: list[HttpListener] = []
         try:
             service = Service(
@@ -292,7 +341,7 @@ async def run_agent(
             )
             server = Server(service, bound.sock, max_connections=config.max_connections,
                             max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)
-            http = open_http_listeners(config, service, settings.socket_gid)
+            http = open_http_listeners(config, service, settings.socket_gid, http_inherited)
             reloader.on_reload.append(lambda result: notifier.status(status_line(store)))
             async with trio.open_nursery() as nursery:
                 if signals is not None:
@@ -300,7 +349,7 @@ async def run_agent(
                 await nursery.start(server.serve)
                 for listener in http:
                     await nursery.start(listener.server.serve)
-                    log.info("serving HTTP (OFREP, SSE, probes) on %s", listener.path or f"port {listener.port}")
+                    log.info("serving HTTP (OFREP, SSE, probes) on %s", listener.where)
                 await _watch_sources(nursery, sources, reloader)
                 await nursery.start(systemd.run_watchdog, notifier)
                 log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",

@@ -128,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also serve HTTP (OFREP, SSE, probes) on unix:PATH or HOST:PORT (repeatable)")
     serve.add_argument("--http-allow-remote", action="store_const", const=True,
                        help="allow an --http host that is not loopback (the agent then answers other machines)")
+    serve.add_argument("--http-max-header-bytes", type=_positive_int, metavar="N",
+                       help="largest HTTP request head, line and headers (default 16384); larger gets 431")
+    serve.add_argument("--http-max-body-bytes", type=_positive_int, metavar="N",
+                       help="largest HTTP request body (default 1048576); larger gets 413")
+    serve.add_argument("--http-header-timeout", type=float, metavar="SECONDS",
+                       help="time an HTTP client has to send a request head (default 10); then 408")
+    serve.add_argument("--http-body-timeout", type=float, metavar="SECONDS",
+                       help="time an HTTP client has to send a request body (default 30); then 408")
+    serve.add_argument("--http-idle-timeout", type=float, metavar="SECONDS",
+                       help="time a kept-alive HTTP connection may wait for its next request (default 75)")
     serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="time in-flight requests get after SIGTERM (default 3)")
 
     validate = sub.add_parser("validate", help="check flag files offline",
@@ -243,6 +253,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                for value in [getattr(args, name)]},
             "http": tuple(args.http) if args.http else None,
             "http_allow_remote": args.http_allow_remote,
+            **{name: getattr(args, name) for name in ("http_max_header_bytes", "http_max_body_bytes",
+                                                      "http_header_timeout", "http_body_timeout", "http_idle_timeout")},
         }
         config = build_config(file_settings, cli)
     except StartupError as exc:

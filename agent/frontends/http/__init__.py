@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .address import HttpAddress, HttpAddressError, bind_tcp, check_http_address, parse_http_address
+from .address import (HttpAddress, HttpAddressError, bind_tcp, check_http_address, check_listening_socket,
+                      parse_http_address)
 from .ofrep import EVENTS_PATH, Ofrep
 from .probes import Probes
 from .routing import Request, Response, Router, StreamResponse
@@ -24,7 +25,7 @@ from .server import HttpServer
 from .sse import EventStream
 
 __all__ = [
-    "HttpAddress", "HttpAddressError", "bind_tcp", "check_http_address", "parse_http_address",
+    "HttpAddress", "HttpAddressError", "bind_tcp", "check_http_address", "check_listening_socket", "parse_http_address",
     "ConnectionLimit", "SharedConnectionLimit", "HttpLimits", "HttpServer", "Router", "Request", "Response", "StreamResponse",
     "build_router",
 ]
