@@ -163,10 +163,12 @@ def test_fleet_drop_in_runs_a_command_the_agent_accepts_with_credentials_from_sy
     assert program == "/usr/bin/flagsock"
     parsed = build_parser().parse_args(args)
     assert parsed.flags[0].startswith("etcd://") and parsed.context_value == ["host=%H", "machine_id=%m"]
+    # Every secret and TLS file comes from systemd's credentials, none from a path the agent's
+    # user would need to read.
     credentials = dict(line.split(":", 1) for line in fleet["Service", "LoadCredential"])
-    assert parsed.etcd_password_file == "/run/credentials/flagsock.service/etcd-password"
-    assert parsed.etcd_key == "/run/credentials/flagsock.service/etcd-client.key"
-    assert {"etcd-password", "etcd-client.key"} == set(credentials)
+    given = [parsed.etcd_password_file, parsed.etcd_ca, parsed.etcd_cert, parsed.etcd_key]
+    assert given == [f"/run/credentials/flagsock.service/{name}" for name in credentials]
+    assert all(path.startswith("/etc/flagsock/etcd/") for path in credentials.values())
 
 
 def test_service_is_a_notify_service_on_the_inherited_socket() -> None:
