@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http", action="append", metavar="ADDR",
                        help="also serve HTTP (OFREP, SSE, probes) on unix:PATH or HOST:PORT (repeatable)")
     serve.add_argument("--http-allow-remote", action="store_const", const=True,
-                       help="allow an --http host that is not loopback (the agent then answers other machines)")
+                       help="allow an HTTP address that is not loopback, in --http or a socket systemd passes in "
+                            "named http (the agent then answers other machines)")
     serve.add_argument("--http-max-header-bytes", type=_positive_int, metavar="N",
                        help="largest HTTP request head, line and headers (default 16384); larger gets 431")
     serve.add_argument("--http-max-body-bytes", type=_positive_int, metavar="N",
