@@ -183,7 +183,7 @@ def test_the_help_states_the_http_frontends_own_defaults():
     import attrs
 
     from agent.cli.main import build_parser
-    from agent.frontends.http import HttpLimits
+    from agent.frontends.http.limits import HttpLimits
 
     serve = build_parser()._subparsers._group_actions[0].choices["serve"]
     helps = {action.dest: action.help for action in serve._actions}

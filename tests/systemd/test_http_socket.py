@@ -14,8 +14,9 @@ import pytest
 import trio
 
 from agent.config import ConfigError, ServeConfig
-from agent.daemon import check_inherited_http, run_agent
-from agent.frontends.http import HttpAddressError, check_listening_socket
+from agent.assembly import check_inherited_http
+from agent.daemon import run_agent
+from agent.frontends.http.address import HttpAddressError, check_listening_socket
 from agent.host.activation import InheritedSocket
 from agent.host.listener import ListenerError
 from tests.conftest import _SilentNotifier
