@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from agent.engine.rules.fractional import VERSIONS as FRACTIONAL_VERSIONS
+from agent.frontends.http.limits import HttpLimits
 from agent.host.errors import StartupError
 from agent.sources.etcd.layout import SCHEME, EtcdLocation, LocationError
 from agent.store.history import DEFAULT_HISTORY_MAX_BYTES
@@ -25,7 +26,7 @@ class ConfigError(StartupError):
 
 
 def _positive(inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # NaN too
         raise ConfigError(f"{attr.name.replace('_', '-')} must be greater than 0, not {value}")
 
 
@@ -37,6 +38,10 @@ def _one_of(*choices: str):
             )
 
     return check
+
+
+#: The HTTP frontend's own defaults (sizes and deadlines), which the settings below start from.
+_HTTP_DEFAULTS = HttpLimits()
 
 
 @attrs.frozen
@@ -79,12 +84,23 @@ class ServeConfig:
     http: tuple[str, ...] = ()
     #: Allow an HTTP host that is not loopback.
     http_allow_remote: bool = False
+    #: The largest HTTP request head (request line and headers), bytes; past it: 431.
+    http_max_header_bytes: int = attrs.field(default=_HTTP_DEFAULTS.max_header_bytes, validator=_positive)
+    #: The largest HTTP request body, bytes; past it: 413.
+    http_max_body_bytes: int = attrs.field(default=_HTTP_DEFAULTS.max_body_bytes, validator=_positive)
+    #: Seconds a client has to send a request head once it connected or started one; past it: 408.
+    http_header_timeout: float = attrs.field(default=_HTTP_DEFAULTS.header_timeout, validator=_positive)
+    #: Seconds a client has to send a request body; past it: 408.
+    http_body_timeout: float = attrs.field(default=_HTTP_DEFAULTS.body_timeout, validator=_positive)
+    #: Seconds a kept-alive HTTP connection may wait idle for its next request before it is closed.
+    http_idle_timeout: float = attrs.field(default=_HTTP_DEFAULTS.idle_timeout, validator=_positive)
 
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
 _TUPLES = {"flags", "allow_write", "allow_write_group", "context_values", "http"}
-_INTS = {"max_connections", "max_line_bytes", "subscriber_queue", "history_max_bytes"}
-_FLOATS = {"shutdown_timeout", "send_timeout", "poll_interval"}
+_INTS = {"max_connections", "max_line_bytes", "subscriber_queue", "history_max_bytes", "http_max_header_bytes", "http_max_body_bytes"}
+_FLOATS = {"shutdown_timeout", "send_timeout", "poll_interval", "http_header_timeout", "http_body_timeout",
+           "http_idle_timeout"}
 _BOOLS = {"read_only", "http_allow_remote"}
 _ETCD_FILES = ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
 

@@ -80,6 +80,14 @@ def _whole_number(minimum: int, what: str):
 
 _positive_int = _whole_number(1, "expected a whole number of at least 1")
 _revision = _whole_number(0, "--if-revision takes a revision number")
+#: serve's HTTP limits: option, type, metavar, help (HttpLimits' defaults, spelt out: importing it is slow).
+HTTP_LIMITS = (
+    ("--http-max-header-bytes", _positive_int, "N", "largest HTTP request head (default 16384); larger gets 431"),
+    ("--http-max-body-bytes", _positive_int, "N", "largest HTTP request body (default 1048576); larger gets 413"),
+    ("--http-header-timeout", float, "SECONDS", "time to send an HTTP request head (default 10); then 408"),
+    ("--http-body-timeout", float, "SECONDS", "time to send an HTTP request body (default 30); then 408"),
+    ("--http-idle-timeout", float, "SECONDS", "time a kept-alive HTTP connection may idle (default 75)"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,8 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--context-value", "-X", action="append", metavar="KEY=VALUE",
                        help="add KEY to every evaluation context (repeatable; a request's own value wins), e.g. host=%%H")
     serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between fetches of an http(s) source (default 5)")
-    serve.add_argument("--state-dir", metavar="DIR", help="where the change history and remote sources' last good "
-                       "versions are kept (default $STATE_DIRECTORY; without, the history is in memory only)")
+    serve.add_argument("--state-dir", metavar="DIR", help="where the change history and remote sources' last good versions are kept (default $STATE_DIRECTORY; without, history is in memory only)")
     serve.add_argument("--socket", metavar="PATH", help="where to listen (optional under systemd socket activation)")
     serve.add_argument("--socket-mode", metavar="MODE", help="permissions of the socket file, octal (default 0660)")
     serve.add_argument("--socket-group", metavar="GROUP", help="group of the socket file")
@@ -128,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http", action="append", metavar="ADDR",
                        help="also serve HTTP (OFREP, SSE, probes) on unix:PATH or HOST:PORT (repeatable)")
     serve.add_argument("--http-allow-remote", action="store_const", const=True,
-                       help="allow an --http host that is not loopback (the agent then answers other machines)")
+                       help="allow an HTTP address that is not loopback, in --http or a socket systemd passes in "
+                            "named http (the agent then answers other machines)")
+    for option, kind, metavar, text in HTTP_LIMITS:
+        serve.add_argument(option, type=kind, metavar=metavar, help=text)
     serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="time in-flight requests get after SIGTERM (default 3)")
 
     validate = sub.add_parser("validate", help="check flag files offline",
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("set needs one of --on, --off, --definition, or --rollout / --allow (which mean --on)")
         args.enabled = True
     try:
-        return COMMANDS[args.command](args)
+        return (COMMANDS.get(args.command) or observe.COMMANDS[args.command])(args)
     except CliError as exc:
         print(f"flagsock {args.command}: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -220,32 +230,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         file_settings = settings_from_toml(args.config) if args.config else {}
         cli = {
+            # The settings the command line gives as they are (None: not given).
+            **{name: getattr(args, name) for name in _PLAIN_SETTINGS},
             "flags": tuple(p if is_remote(p) else os.path.abspath(p) for p in args.flags) if args.flags else None,
-            "socket": args.socket,
             "socket_mode": parse_mode(args.socket_mode) if args.socket_mode is not None else None,
-            "socket_group": args.socket_group,
-            "max_connections": args.max_connections,
-            "max_line_bytes": args.max_line_bytes,
-            "fractional": args.fractional,
-            "invalid_flags": args.invalid_flags,
-            "read_only": args.read_only,
             "write_to": (args.write_to if is_remote(args.write_to) else os.path.abspath(args.write_to))
             if args.write_to else None,
             "allow_write": tuple(args.allow_write) if args.allow_write else None,
             "allow_write_group": tuple(args.allow_write_group) if args.allow_write_group else None,
-            "log_format": args.log_format,
-            "log_level": args.log_level,
-            "shutdown_timeout": args.shutdown_timeout,
-            "poll_interval": args.poll_interval,
             "context_values": tuple(args.context_value) if args.context_value else None,
             "state_dir": os.path.abspath(args.state_dir) if args.state_dir else None,
-            "history_max_bytes": args.history_max_bytes,
-            "etcd_user": args.etcd_user,
             **{name: os.path.abspath(value) if value else None
                for name in ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
                for value in [getattr(args, name)]},
             "http": tuple(args.http) if args.http else None,
-            "http_allow_remote": args.http_allow_remote,
         }
         config = build_config(file_settings, cli)
     except StartupError as exc:
@@ -267,6 +265,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"flagsock serve: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+_PLAIN_SETTINGS = ("socket", "socket_group", "max_connections", "max_line_bytes", "fractional", "invalid_flags",
+                   "read_only", "log_format", "log_level", "shutdown_timeout", "poll_interval", "etcd_user",
+                   "http_allow_remote", *(option[2:].replace("-", "_") for option, *_ in HTTP_LIMITS), *observe.SETTINGS)
 
 
 def raise_open_file_limit(max_connections: int) -> None:
@@ -444,5 +447,4 @@ COMMANDS = {
     "set": cmd_set,
     "delete": cmd_delete,
     "watch": cmd_watch,
-    **observe.COMMANDS,
 }

@@ -17,6 +17,8 @@ from agent.cli import top
 from agent.cli.transport import CliError, exchange, request, socket_path
 
 Client = Callable[..., argparse.ArgumentParser]
+#: The serve options added here, passed to the config as they are.
+SETTINGS = ("history_max_bytes",)
 
 
 def add_commands(sub: Any, client: Client, json_object: Callable[[str], Any], positive_int: Any,

@@ -35,8 +35,7 @@ from agent.sources.etcd.version import DocumentError, assemble
 from agent.store.peer import Peer, who
 from agent.store.reloader import Reloader
 from agent.store.store import Store
-from agent.writes.docedit import apply_delete, apply_set
-from agent.writes.request import parse_delete, parse_set
+from agent.writes.request import check_not_overridden, parse_change
 from protocol.errors import Conflict, InvalidFlag, ProtocolError, Unavailable
 
 audit = logging.getLogger("flagsock.audit")
@@ -66,13 +65,8 @@ class EtcdWriter:
         named = req.get("flag") if type(req.get("flag")) is str else None
         where = self.source.name
         try:
-            if op == "set":
-                change, if_revision = parse_set(req)
-                flag = change.flag
-                edit = lambda doc: apply_set(doc, change, fractional=self.fractional, where=where)  # noqa: E731
-            else:
-                flag, if_revision = parse_delete(req)
-                edit = lambda doc: apply_delete(doc, flag, where=where)  # noqa: E731
+            flag, if_revision, edit = parse_change(op, req, fractional=self.fractional, where=where)
+            check_not_overridden(self.store.snapshot.sources, where, flag)
             return await self._write(peer, op, flag, if_revision, edit)
         except ProtocolError as exc:
             audit.warning("refused %s%s from %s on %s: %s %s", op, f" of {named!r}" if named else "",

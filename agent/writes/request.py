@@ -7,9 +7,10 @@ parser as any flag file, so a request cannot get past a check that a file would 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.writes.docedit import FLAGD_KEYS, SIMPLE_FIELDS, SIMPLE_KEYS, SetChange
+from agent.writes.docedit import FLAGD_KEYS, SIMPLE_FIELDS, SIMPLE_KEYS, SetChange, apply_delete, apply_set
 from protocol.errors import BadRequest, InvalidFlag
 from protocol.messages import json_type
 
@@ -86,3 +87,28 @@ def parse_set(req: dict) -> tuple[SetChange, int | None]:
 def parse_delete(req: dict) -> tuple[str, int | None]:
     _check_fields(req, _DELETE_FIELDS)
     return _flag(req), _if_revision(req)
+
+
+Edit = Callable[[dict], dict]
+
+
+def parse_change(op: str, req: dict, *, fractional: str, where: str) -> tuple[str, int | None, Edit]:
+    """A ``set`` or ``delete`` request as (flag, if_revision, the edit of a flag document).
+
+    Every writer (a file, an etcd prefix) applies the same edit to the document it holds, so a
+    change means the same wherever it is written.
+    """
+    if op == "set":
+        change, if_revision = parse_set(req)
+        return change.flag, if_revision, lambda doc: apply_set(doc, change, fractional=fractional, where=where)
+    flag, if_revision = parse_delete(req)
+    return flag, if_revision, lambda doc: apply_delete(doc, flag, where=where)
+
+
+def check_not_overridden(sources: Sequence[Any], target: str, flag: str) -> None:
+    """Refuse a change of ``flag`` in ``target`` that a later source would hide (it wins on a key)."""
+    names = [s.path for s in sources]
+    for later in sources[names.index(target) + 1:] if target in names else ():
+        if flag in later.flags:
+            raise InvalidFlag(f"flag {flag!r} is served from {later.path}, which overrides {target} "
+                              "(where this agent writes); a change there would not be served")

@@ -31,10 +31,9 @@ from agent.store.reloader import Reloader
 from agent.store.store import Store
 from agent.engine.formats.yaml import YamlProblem, is_yaml, load_yaml
 from agent.writes.yamledit import YAML_LAYOUT
+from agent.writes.request import check_not_overridden, parse_change
 from agent.writes.docedit import (
     DEFAULT_LAYOUT,
-    apply_delete,
-    apply_set,
     detect_layout,
     render,
 )
@@ -45,7 +44,6 @@ from agent.writes.durable import (
     replace_durably,
     why_not_writable,
 )
-from agent.writes.request import parse_delete, parse_set
 from protocol.errors import Conflict, InvalidFlag, ProtocolError, ReadOnly
 from protocol.messages import json_type
 
@@ -86,13 +84,7 @@ class Writer:
     async def _handle(self, peer: Peer, req: dict, op: str) -> dict:
         named = req.get("flag") if type(req.get("flag")) is str else None
         try:
-            if op == "set":
-                change, if_revision = parse_set(req)
-                flag = change.flag
-                edit = lambda doc: apply_set(doc, change, fractional=self.fractional, where=self.path)  # noqa: E731
-            else:
-                flag, if_revision = parse_delete(req)
-                edit = lambda doc: apply_delete(doc, flag, where=self.path)  # noqa: E731
+            flag, if_revision, edit = parse_change(op, req, fractional=self.fractional, where=self.path)
             return await self._write(peer, op, flag, if_revision, edit)
         except ProtocolError as exc:
             revision = self.store.snapshot.revision
@@ -112,7 +104,7 @@ class Writer:
                 raise Conflict(f"revision {before} is served, not {if_revision}; re-read the flag and retry "
                                f"with if_revision {before}")
             served = snap.source(self.path) or SourceState(path=self.path)
-            self._check_not_overridden(snap, flag)
+            check_not_overridden(snap.sources, self.path, flag)
             # Shielded: once the file may have been replaced, the swap must follow.
             with trio.CancelScope(shield=True):
                 written, prepared = await trio.to_thread.run_sync(
@@ -127,13 +119,6 @@ class Writer:
                    self.path, "" if written.wrote else ", file already held this",
                    extra=_fields(peer, op, flag, before, after, None))
         return {"revision": after}
-
-    def _check_not_overridden(self, snap: Any, flag: str) -> None:
-        paths = [s.path for s in snap.sources]
-        for later in snap.sources[paths.index(self.path) + 1:] if self.path in paths else ():
-            if flag in later.flags:
-                raise InvalidFlag(f"flag {flag!r} is served from {later.path}, which overrides {self.path} "
-                                  "(the file this agent writes); a change there would not be served")
 
     def _write_and_prepare(self, snap: Any, served: SourceState, flag: str, if_revision: int | None,
                            edit: Any) -> tuple[_Written, Any]:

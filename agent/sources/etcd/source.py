@@ -132,8 +132,13 @@ class EtcdSource:
         if self._trouble is None:
             return None
         message, since = self._trouble
-        served = f"revision {self.version.revision}" if self.version is not None else "nothing yet"
-        return f"{self.name}: {message} (since {_clock(since)} UTC; serving {served} from memory)"
+        if self.version is not None:
+            served = f"serving revision {self.version.revision} from memory"
+        elif self._kept is not None:
+            served = f"serving the version kept from an earlier run, revision {self._kept[0].revision}"
+        else:
+            served = "serving nothing yet"
+        return f"{self.name}: {message} (since {_clock(since)} UTC; {served})"
 
     async def watch(self, changed: Changed, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> Any:
         """List and follow the prefix until cancelled.
