@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from agent import __version__
-from agent.config import ConfigError, ServeConfig, is_remote
+from agent.config import ConfigError, ServeConfig, is_remote, parse_context_value
+from agent.frontends.access import WriteAccess
 from agent.frontends.service import Service
 from agent.host.accounts import group_id, user_id
 from agent.host.activation import InheritedSocket
 from agent.host.errors import StartupError
-from agent.host.listener import BoundSocket, bind_unix, check_socket_path
+from agent.host.listener import BoundSocket, ListenerError, bind_unix, check_socket_path
 from agent.sources.base import Source
 from agent.sources.etcd.layout import SCHEME as ETCD, EtcdLocation
 from agent.sources.files import FileSource
@@ -258,3 +259,31 @@ def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: 
         log.info("removed %s, a temporary file an interrupted write left behind", name)
     log.info("set and delete change %s", target)
     return Writer(store, reloader, target, fractional=config.fractional)
+
+
+def split_inherited(config: ServeConfig, inherited: Sequence[InheritedSocket]) -> tuple[list, list]:
+    """The sockets systemd passed in: (NDJSON ones, HTTP ones named ``http``), the HTTP ones checked.
+
+    Raises:
+        StartupError: an HTTP socket beyond loopback without ``--http-allow-remote``, or HTTP
+            sockets without any NDJSON socket.
+    """
+    ndjson = [i for i in inherited if not i.serves_http]
+    http = [i for i in inherited if i.serves_http]
+    check_inherited_http(config, http)
+    if http and not ndjson and not config.socket:
+        raise ListenerError("systemd passed only HTTP sockets (named http); the NDJSON socket comes from "
+                            "flagsock.socket or --socket PATH")
+    return ndjson, http
+
+
+def build_service(config: ServeConfig, settings: Plan, store: Store, reloader: Reloader,
+                  sources: Sequence[Source]) -> Service:
+    """What every frontend sees, with the writer built first and handed in."""
+    return Service(
+        store=store, reloader=reloader, version=__version__,
+        access=WriteAccess(settings.write_uids, settings.write_gids),
+        writer=build_writer(store, reloader, config, settings.write_target, sources),
+        read_only_reason=settings.read_only_reason,
+        context_values=dict(parse_context_value(v) for v in config.context_values),
+    )

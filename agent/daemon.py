@@ -20,17 +20,16 @@ import attrs
 import trio
 
 from agent import __version__
-from agent.assembly import (HttpListener, build_sources, build_writer, check_inherited_http, open_http_listeners,
+from agent.assembly import (HttpListener, build_service, build_sources, open_http_listeners, split_inherited,
                             open_listener, plan)
-from agent.config import ServeConfig, parse_context_value
-from agent.frontends.access import WriteAccess
+from agent.config import ServeConfig
 from agent.frontends.ndjson.server import Server
 from agent.frontends.service import Service
 from agent.frontends.stats import run_usage_clock
 from agent.host import systemd
 from agent.host.activation import InheritedSocket
 from agent.host.errors import StartupError
-from agent.host.listener import BoundSocket, ListenerError
+from agent.host.listener import BoundSocket
 from agent.sources.base import LoadOptions, Source
 from agent.store.history import HISTORY_FILE_NAME, History
 from agent.store.reloader import Reloader
@@ -107,12 +106,7 @@ async def run_agent(
     """
     if inherited is None:
         inherited = systemd.inherited_sockets()
-    ndjson = [i for i in inherited if not i.serves_http]
-    http_inherited = [i for i in inherited if i.serves_http]
-    check_inherited_http(config, http_inherited)
-    if http_inherited and not ndjson and not config.socket:
-        raise ListenerError("systemd passed only HTTP sockets (named http); the NDJSON socket comes from "
-                            "flagsock.socket or --socket PATH")
+    ndjson, http_inherited = split_inherited(config, inherited)
     settings = plan(config, binds=not ndjson)
     sources = build_sources(config, watch=watch, poll_seconds=poll_seconds)
     if notifier is None:
@@ -134,13 +128,7 @@ async def run_agent(
         bound = open_listener(config, ndjson, settings.socket_gid)
         http: list[HttpListener] = []
         try:
-            service = Service(
-                store=store, reloader=reloader, version=__version__,
-                access=WriteAccess(settings.write_uids, settings.write_gids),
-                writer=build_writer(store, reloader, config, settings.write_target, sources),
-                read_only_reason=settings.read_only_reason,
-                context_values=dict(parse_context_value(v) for v in config.context_values),
-            )
+            service = build_service(config, settings, store, reloader, sources)
             server = Server(service, bound.sock, max_connections=config.max_connections,
                             max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)
             http = open_http_listeners(config, service, settings.socket_gid, http_inherited)
@@ -148,31 +136,14 @@ async def run_agent(
             async with trio.open_nursery() as nursery:
                 if signals is not None:
                     nursery.start_soon(_handle_signals, signals, reloader, notifier, store, stop)
-                await nursery.start(server.serve)
-                for listener in http:
-                    await nursery.start(listener.server.serve)
-                    log.info("serving HTTP (OFREP, SSE, probes) on %s", listener.where)
-                await nursery.start(history.run)
-                await nursery.start(run_usage_clock, service.stats)
-                await _watch_sources(nursery, sources, reloader)
-                await nursery.start(systemd.run_watchdog, notifier)
+                await _start_serving(nursery, server, http, history, service, sources, notifier)
                 log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",
                          status_line(store))
                 notifier.ready(status_line(store))
                 task_status.started(Running(service, server, bound, stop, http))
                 await stop.wait()
                 notifier.stopping()
-                log.info("stopping: no new connections; %d open get %.1f s to finish",
-                         server.connection_count, config.shutdown_timeout)
-                server.shutdown()
-                for listener in http:
-                    listener.server.shutdown()
-                store.close_subscribers()
-                with trio.move_on_after(config.shutdown_timeout):
-                    await server.wait_connections_closed()
-                    for listener in http:
-                        await listener.server.wait_connections_closed()
-                await history.flush()
+                await _stop_serving(server, http, store, history, config.shutdown_timeout)
                 nursery.cancel_scope.cancel()
         finally:
             for listener in http:
@@ -181,6 +152,35 @@ async def run_agent(
             if bound.owned:
                 bound.sock.close()
     log.info("stopped")
+
+
+async def _start_serving(nursery: trio.Nursery, server: Server, http: Sequence[HttpListener], history: History,
+                         service: Service, sources: Sequence[Source], notifier: Any) -> None:
+    """Start every frontend, the history writer and the usage clock, then watch the sources;
+    each ``start`` returns once that part really serves or watches."""
+    await nursery.start(server.serve)
+    for listener in http:
+        await nursery.start(listener.server.serve)
+        log.info("serving HTTP (OFREP, SSE, probes, metrics) on %s", listener.where)
+    await nursery.start(history.run)
+    await nursery.start(run_usage_clock, service.stats)
+    await _watch_sources(nursery, sources, service.reloader)
+    await nursery.start(systemd.run_watchdog, notifier)
+
+
+async def _stop_serving(server: Server, http: Sequence[HttpListener], store: Store, history: History,
+                        grace: float) -> None:
+    """No new connections; open ones get ``grace`` seconds to finish; the history is flushed."""
+    log.info("stopping: no new connections; %d open get %.1f s to finish", server.connection_count, grace)
+    server.shutdown()
+    for listener in http:
+        listener.server.shutdown()
+    store.close_subscribers()
+    with trio.move_on_after(grace):
+        await server.wait_connections_closed()
+        for listener in http:
+            await listener.server.wait_connections_closed()
+    await history.flush()
 
 
 async def _watch_sources(nursery: trio.Nursery, sources: Sequence[Source], reloader: Reloader) -> None:

@@ -182,7 +182,7 @@ def test_the_help_states_the_http_frontends_own_defaults():
     """The option help spells the defaults out (the CLI does not import the frontend to stay fast)."""
     import attrs
 
-    from agent.cli.main import build_parser
+    from agent.cli.parser import build_parser
     from agent.frontends.http.limits import HttpLimits
 
     serve = build_parser()._subparsers._group_actions[0].choices["serve"]

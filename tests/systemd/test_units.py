@@ -154,7 +154,7 @@ def test_remote_sources_drop_in_opens_the_network_and_nothing_else() -> None:
 
 
 def test_fleet_drop_in_runs_a_command_the_agent_accepts_with_credentials_from_systemd() -> None:
-    from agent.cli.main import build_parser
+    from agent.cli.parser import build_parser
 
     fleet = settings(FLEET_DROP_IN)
     empty, exec_start = fleet["Service", "ExecStart"]
