@@ -12,7 +12,7 @@ SOCKET ?= ./flagsock.sock
 # import-hook finder would cost every start of the agent 20 ms.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,openfeature]' \
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,openfeature,top]' \
 		--config-settings editable_mode=compat
 	touch $(STAMP)
 

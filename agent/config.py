@@ -17,6 +17,7 @@ from agent.engine.rules.fractional import VERSIONS as FRACTIONAL_VERSIONS
 from agent.frontends.http.limits import HttpLimits
 from agent.host.errors import StartupError
 from agent.sources.etcd.layout import SCHEME, EtcdLocation, LocationError
+from agent.store.history import DEFAULT_HISTORY_MAX_BYTES
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE
 from protocol.framing import DEFAULT_MAX_LINE_BYTES
 
@@ -80,6 +81,8 @@ class ServeConfig:
     state_dir: str | None = attrs.field(factory=lambda: os.environ.get("STATE_DIRECTORY", "").split(":")[0] or None)
     #: Events a subscriber may leave unread before it is disconnected.
     subscriber_queue: int = attrs.field(default=DEFAULT_SUBSCRIBER_QUEUE, validator=_positive)
+    #: The change history's bound, in bytes of its JSON lines; the oldest changes go first.
+    history_max_bytes: int = attrs.field(default=DEFAULT_HISTORY_MAX_BYTES, validator=_positive)
     #: etcd sources (``--flags etcd://...``): credentials and TLS files.
     etcd_user: str | None = None
     etcd_password_file: str | None = None
@@ -116,8 +119,8 @@ class ServeConfig:
 
 _FIELDS = {a.name: a for a in attrs.fields(ServeConfig)}
 _TUPLES = {"flags", "allow_write", "allow_write_group", "context_values", "http"}
-_INTS = {"max_connections", "max_line_bytes", "subscriber_queue", "http_max_header_bytes", "http_max_body_bytes",
-         "max_depth", "max_file_bytes", "max_flags", "max_rule_nodes"}
+_INTS = {"max_connections", "max_line_bytes", "subscriber_queue", "history_max_bytes", "http_max_header_bytes",
+         "http_max_body_bytes", "max_depth", "max_file_bytes", "max_flags", "max_rule_nodes"}
 _FLOATS = {"shutdown_timeout", "send_timeout", "poll_interval", "http_header_timeout", "http_body_timeout",
            "http_idle_timeout", "load_timeout"}
 _BOOLS = {"read_only", "http_allow_remote"}

@@ -20,78 +20,22 @@ import attrs
 import trio
 
 from agent import __version__
-from agent.config import ConfigError, ServeConfig, is_remote, parse_context_value
-from agent.frontends.access import WriteAccess
-from agent.frontends.http import (HttpLimits, HttpServer, SharedConnectionLimit, bind_tcp, build_router,
-                                  check_http_address)
+from agent.assembly import (HttpListener, build_service, build_sources, open_http_listeners, split_inherited,
+                            open_listener, plan)
+from agent.config import ServeConfig
 from agent.frontends.ndjson.server import Server
 from agent.frontends.service import Service
+from agent.frontends.stats import run_usage_clock
 from agent.host import systemd
-from agent.host.accounts import group_id, user_id
-from agent.host.listener import BoundSocket, bind_unix, check_socket_path
-from agent.sources.base import LoadOptions, Source
+from agent.host.activation import InheritedSocket
 from agent.host.errors import StartupError
-from agent.sources.etcd.layout import SCHEME as ETCD, EtcdLocation
-from agent.sources.files import FileSource
-from agent.sources.http import HttpSource, is_http
+from agent.host.listener import BoundSocket
+from agent.sources.base import LoadOptions, Source
+from agent.store.history import HISTORY_FILE_NAME, History
 from agent.store.reloader import Reloader
 from agent.store.store import Store
-from agent.writes.durable import remove_stale_temps, why_not_writable
-from agent.writes.writer import Writer
 
 log = logging.getLogger("flagsock")
-
-
-@attrs.frozen
-class Plan:
-    """Everything the settings resolve to, found before anything is bound or loaded."""
-
-    write_uids: frozenset[int]
-    write_gids: frozenset[int]
-    socket_gid: int | None
-    #: The file that takes writes, or None with ``read_only_reason``.
-    write_target: str | None
-    read_only_reason: str
-
-
-def plan(config: ServeConfig, *, binds: bool) -> Plan:
-    """Resolve users, groups and the write target; check the socket can be made (``binds``: no
-    socket was inherited). Raises StartupError naming the setting."""
-    if binds:
-        check_socket_path(config.socket)
-    uids = frozenset(user_id(u, "--allow-write") for u in config.allow_write)
-    gids = frozenset(group_id(g, "--allow-write-group") for g in config.allow_write_group)
-    socket_gid = group_id(config.socket_group, "--socket-group") if config.socket_group else None
-    target, reason = choose_write_target(config)
-    return Plan(uids, gids, socket_gid, target, reason)
-
-
-def choose_write_target(config: ServeConfig) -> tuple[str | None, str]:
-    """The file that takes writes, or None and why there is none."""
-    if config.read_only:
-        return None, "this agent was started with --read-only"
-    # As the store names them: files, and etcd prefixes (an http(s) source is read-only).
-    writable = [p for p in config.flags if not is_remote(p) or p.startswith(ETCD)]
-    read_only = [p for p in config.flags if p not in writable]
-    if config.write_to:
-        wanted = os.path.abspath(config.write_to)
-        matching = [p for p in writable if p == config.write_to or (not is_remote(p) and os.path.abspath(p) == wanted)]
-        if not matching:  # build_config refuses this; a config built by hand may still hold it
-            return None, f"--write-to {config.write_to} is not one of the flag files this agent serves"
-        target = matching[-1]
-    elif len(writable) == 1:
-        target = writable[0]
-    elif not writable:
-        if read_only:
-            return None, f"{read_only[0]} {HttpSource.read_only_reason}, and this agent serves no flag file"
-        return None, "this agent serves no flag file"
-    else:
-        return None, (f"this agent serves {len(writable)} flag files or etcd prefixes and was not told which one "
-                      "takes writes; restart it with --write-to PATH-OR-URL")
-    reason = None if is_remote(target) else why_not_writable(target)
-    if reason:
-        return None, reason
-    return target, ""
 
 
 @attrs.define
@@ -113,56 +57,6 @@ class Running:
         self._stop.set()
 
 
-@attrs.define
-class HttpListener:
-    """One ``--http`` address served: its server and socket (``port`` for TCP, ``path`` for Unix)."""
-
-    server: HttpServer
-    sock: Any
-    bound: BoundSocket | None = None
-    port: int | None = None
-
-    @property
-    def path(self) -> str | None:
-        return self.bound.path if self.bound is not None else None
-
-    def close(self) -> None:
-        if self.bound is not None:
-            self.bound.cleanup()
-        self.sock.close()
-
-
-def open_http_listeners(config: ServeConfig, service: Service, socket_gid: int | None) -> list[HttpListener]:
-    """Bind every ``--http`` address (build_config checked them) and build its server, all
-    sharing the NDJSON server's connection cap.
-
-    Resource handling: on failure the sockets bound so far are closed before the error leaves.
-    """
-    listeners: list[HttpListener] = []
-    if not config.http:
-        return listeners
-    router = build_router(service)
-    shared = SharedConnectionLimit(service.stats, config.max_connections)
-    limits = HttpLimits(send_timeout=config.send_timeout)
-    try:
-        for text in config.http:
-            address = check_http_address(text, allow_remote=config.http_allow_remote)
-            if address.path is not None:
-                bound = bind_unix(address.path, mode=config.socket_mode, gid=socket_gid)
-                sock, port = bound.sock, None
-            else:
-                bound, sock = None, bind_tcp(address.host, address.port)
-                port = sock.getsockname()[1]
-            server = HttpServer(router, sock, limits=limits, connections=shared,
-                                server_header=f"flagsock/{__version__}")
-            listeners.append(HttpListener(server, sock, bound, port))
-    except BaseException:
-        for listener in listeners:
-            listener.close()
-        raise
-    return listeners
-
-
 def status_line(store: Store) -> str:
     snap = store.snapshot
     text = f"serving revision {snap.revision}, {len(snap.flags)} flags"
@@ -171,76 +65,21 @@ def status_line(store: Store) -> str:
     return text[:400]
 
 
-def open_listener(config: ServeConfig, inherited: list[Any], socket_gid: int | None) -> BoundSocket:
-    if inherited:
-        if len(inherited) > 1:
-            log.warning("systemd passed %d sockets; serving the first", len(inherited))
-        sock = inherited[0]
-        try:
-            path = sock.getsockname() or None
-        except OSError:
-            path = None
-        log.info("serving on the socket systemd passed in (%s)", path or "unnamed")
-        return BoundSocket(sock=sock, path=path if isinstance(path, str) else None, owned=False)
-    return bind_unix(config.socket, mode=config.socket_mode, gid=socket_gid)
-
-
-def build_sources(config: ServeConfig, *, watch: Any = None, poll_seconds: float | None = None) -> list[Source]:
-    """One source per ``--flags`` value, in merge order: a URL or a file."""
-    extra = {} if poll_seconds is None else {"poll_seconds": poll_seconds}
-    sources: list[Source] = []
-    for name in config.flags:
-        if is_http(name):
-            sources.append(HttpSource(name, poll_interval=config.poll_interval, state_dir=config.state_dir))
-        elif name.startswith(ETCD):
-            sources.append(etcd_source(config, name))
-        elif is_remote(name):
-            raise StartupError(f"--flags {name}: unknown kind of source; give a file path, an http(s):// URL "
-                               "or etcd://HOST:PORT/PREFIX")
-        else:
-            sources.append(FileSource(name, watch=watch, **extra))
-    return sources
-
-
-def etcd_source(config: ServeConfig, url: str) -> Source:
-    """An ``etcd://`` source with the agent's etcd credentials and TLS files (read now: a missing
-    password file stops the start, naming it)."""
-    # Imported here: httpx takes 130 ms to import, which an agent serving files never pays.
-    from agent.sources.etcd.settings import EtcdSettings
-    from agent.sources.etcd.source import EtcdSource
-
-    location = EtcdLocation.parse(url)
-    password = None
-    if config.etcd_password_file is not None:
-        try:
-            with open(config.etcd_password_file, encoding="utf-8") as f:
-                password = f.read().rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"--etcd-password-file {config.etcd_password_file}: {exc.strerror or exc}") from None
-    for option, path in (("--etcd-ca", config.etcd_ca), ("--etcd-cert", config.etcd_cert),
-                         ("--etcd-key", config.etcd_key)):
-        if path is not None and not os.path.isfile(path):
-            raise ConfigError(f"{option} {path}: no such file")
-    settings = EtcdSettings(location.endpoints, user=config.etcd_user, password=password, ca=config.etcd_ca,
-                            cert=config.etcd_cert, key=config.etcd_key)
-    return EtcdSource(location, settings, state_dir=config.state_dir)
-
-
-def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: str | None,
-                 sources: Sequence[Source] = ()) -> Any:
-    """The Writer of the target file, the EtcdWriter of the target etcd source, or None."""
-    if target is None:
-        return None
-    if is_remote(target):
-        from agent.writes.etcd import EtcdWriter
-
-        source = next(s for s in sources if s.name == EtcdLocation.parse(target).url)
-        log.info("set and delete are committed in %s", target)
-        return EtcdWriter(store, reloader, source, fractional=config.fractional)
-    for name in remove_stale_temps(target):
-        log.info("removed %s, a temporary file an interrupted write left behind", name)
-    log.info("set and delete change %s", target)
-    return Writer(store, reloader, target, fractional=config.fractional, limits=config.limits)
+async def open_history(config: ServeConfig) -> History:
+    """The change history, read back from the state directory (StartupError if it cannot be kept
+    there); in memory only without one."""
+    state_dir = config.state_dir  # --state-dir, else systemd's $STATE_DIRECTORY (see ServeConfig)
+    if state_dir is None:
+        log.info("no --state-dir (or $STATE_DIRECTORY): the change history is kept in memory only")
+        return History(max_bytes=config.history_max_bytes)
+    history = History(os.path.join(state_dir, HISTORY_FILE_NAME), max_bytes=config.history_max_bytes)
+    try:
+        await trio.to_thread.run_sync(lambda: os.makedirs(state_dir, mode=0o750, exist_ok=True))
+        await trio.to_thread.run_sync(history.load)
+    except OSError as exc:
+        raise StartupError(f"--state-dir {state_dir}: cannot keep the change history there "
+                           f"({exc.strerror or exc}); fix the directory or leave --state-dir out") from None
+    return history
 
 
 async def run_agent(
@@ -250,24 +89,30 @@ async def run_agent(
     watch: Any = None,
     handle_signals: bool = True,
     notifier: Any = None,
-    inherited: list[Any] | None = None,
+    inherited: Sequence[InheritedSocket] | None = None,
     poll_seconds: float | None = None,
 ) -> None:
     """Serve ``config`` until SIGTERM/SIGINT (or :meth:`Running.stop`).
 
+    Args:
+        inherited: the sockets systemd passed in (default: read from ``LISTEN_FDS``); those named
+            ``http`` are served as HTTP, the first other one as the NDJSON socket.
+
     Raises:
         StartupError: a setting or the host's state does not allow starting (nothing was bound).
 
-    Resource handling: owns the listening socket; a socket file it created is removed on exit,
+    Resource handling: owns the listening sockets; a socket file it created is removed on exit,
     an inherited one is left alone.
     """
     if inherited is None:
         inherited = systemd.inherited_sockets()
-    settings = plan(config, binds=not inherited)
+    ndjson, http_inherited = split_inherited(config, inherited)
+    settings = plan(config, binds=not ndjson)
     sources = build_sources(config, watch=watch, poll_seconds=poll_seconds)
     if notifier is None:
         notifier = systemd.Notifier.from_environment()
-    store = Store([s.name for s in sources], subscriber_queue=config.subscriber_queue)
+    history = await open_history(config)
+    store = Store([s.name for s in sources], subscriber_queue=config.subscriber_queue, history=history)
     reloader = Reloader(store, sources, LoadOptions(fractional=config.fractional, invalid_flags=config.invalid_flags,
                                                     limits=config.limits, load_timeout=config.load_timeout))
     if settings.write_target is None:
@@ -281,45 +126,25 @@ async def run_agent(
         first = await reloader.reload("start")
         if first.errors:
             log.warning("started without some flags: %s", "; ".join(first.errors))
-        bound = open_listener(config, inherited, settings.socket_gid)
+        bound = open_listener(config, ndjson, settings.socket_gid)
         http: list[HttpListener] = []
         try:
-            service = Service(
-                store=store, reloader=reloader, version=__version__,
-                access=WriteAccess(settings.write_uids, settings.write_gids),
-                writer=build_writer(store, reloader, config, settings.write_target, sources),
-                read_only_reason=settings.read_only_reason,
-                context_values=dict(parse_context_value(v) for v in config.context_values),
-            )
+            service = build_service(config, settings, store, reloader, sources)
             server = Server(service, bound.sock, max_connections=config.max_connections,
                             max_line_bytes=config.max_line_bytes, send_timeout=config.send_timeout)
-            http = open_http_listeners(config, service, settings.socket_gid)
+            http = open_http_listeners(config, service, settings.socket_gid, http_inherited)
             reloader.on_reload.append(lambda result: notifier.status(status_line(store)))
             async with trio.open_nursery() as nursery:
                 if signals is not None:
                     nursery.start_soon(_handle_signals, signals, reloader, notifier, store, stop)
-                await nursery.start(server.serve)
-                for listener in http:
-                    await nursery.start(listener.server.serve)
-                    log.info("serving HTTP (OFREP, SSE, probes) on %s", listener.path or f"port {listener.port}")
-                await _watch_sources(nursery, sources, reloader)
-                await nursery.start(systemd.run_watchdog, notifier)
+                await _start_serving(nursery, server, http, history, service, sources, notifier)
                 log.info("flagsock %s listening on %s; %s", __version__, bound.path or "an inherited socket",
                          status_line(store))
                 notifier.ready(status_line(store))
                 task_status.started(Running(service, server, bound, stop, http))
                 await stop.wait()
                 notifier.stopping()
-                log.info("stopping: no new connections; %d open get %.1f s to finish",
-                         server.connection_count, config.shutdown_timeout)
-                server.shutdown()
-                for listener in http:
-                    listener.server.shutdown()
-                store.close_subscribers()
-                with trio.move_on_after(config.shutdown_timeout):
-                    await server.wait_connections_closed()
-                    for listener in http:
-                        await listener.server.wait_connections_closed()
+                await _stop_serving(server, http, store, history, config.shutdown_timeout)
                 nursery.cancel_scope.cancel()
         finally:
             for listener in http:
@@ -328,6 +153,35 @@ async def run_agent(
             if bound.owned:
                 bound.sock.close()
     log.info("stopped")
+
+
+async def _start_serving(nursery: trio.Nursery, server: Server, http: Sequence[HttpListener], history: History,
+                         service: Service, sources: Sequence[Source], notifier: Any) -> None:
+    """Start every frontend, the history writer and the usage clock, then watch the sources;
+    each ``start`` returns once that part really serves or watches."""
+    await nursery.start(server.serve)
+    for listener in http:
+        await nursery.start(listener.server.serve)
+        log.info("serving HTTP (OFREP, SSE, probes, metrics) on %s", listener.where)
+    await nursery.start(history.run)
+    await nursery.start(run_usage_clock, service.stats)
+    await _watch_sources(nursery, sources, service.reloader)
+    await nursery.start(systemd.run_watchdog, notifier)
+
+
+async def _stop_serving(server: Server, http: Sequence[HttpListener], store: Store, history: History,
+                        grace: float) -> None:
+    """No new connections; open ones get ``grace`` seconds to finish; the history is flushed."""
+    log.info("stopping: no new connections; %d open get %.1f s to finish", server.connection_count, grace)
+    server.shutdown()
+    for listener in http:
+        listener.server.shutdown()
+    store.close_subscribers()
+    with trio.move_on_after(grace):
+        await server.wait_connections_closed()
+        for listener in http:
+            await listener.server.wait_connections_closed()
+    await history.flush()
 
 
 async def _watch_sources(nursery: trio.Nursery, sources: Sequence[Source], reloader: Reloader) -> None:

@@ -217,7 +217,10 @@ class FlagsockError(Exception):
 
 
 class AgentRefused(FlagsockError):
-    """The agent answered with an error; ``code`` and ``message`` are the agent's own."""
+    """The agent answered with an error; ``code`` and ``message`` are the agent's own, and
+    ``error`` the whole error object (``explain`` adds its trace to it)."""
+
+    error: dict[str, Any] | None = None
 
 
 class AgentUnreachable(FlagsockError):
@@ -595,7 +598,9 @@ def _exchange(conn: _Conn, line: bytes, rid: Any, deadline: float) -> dict[str, 
                 return result
             raise AgentUnintelligible(f"its answer's result is {_describe(result)}, not an object")
         if ok is False:
-            raise AgentRefused(*_error_fields(msg.get("error")))
+            refused = AgentRefused(*_error_fields(msg.get("error")))
+            refused.error = msg["error"]
+            raise refused
         raise AgentUnintelligible(f"its answer has \"ok\": {_describe(ok)}, neither true nor false")
 
 

@@ -45,15 +45,19 @@ class ProtocolError(Exception):
     """
 
     code: str = INTERNAL
+    #: More about the refusal, sent beside ``code`` and ``message`` (``explain`` sends its trace).
+    details: dict | None = None
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, details: dict | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if details is not None:
+            self.details = details
 
     def to_wire(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+        return {"code": self.code, "message": self.message, **(self.details or {})}
 
 
 class BadRequest(ProtocolError):

@@ -82,10 +82,11 @@ def ok_message(request_id: Any, result: Any) -> dict[str, Any]:
     return {"id": request_id, "ok": True, "result": result}
 
 
-def error_message(request_id: Any, code: str, message: str) -> dict[str, Any]:
+def error_message(request_id: Any, code: str, message: str, details: dict | None = None) -> dict[str, Any]:
+    error = {"code": code, "message": message, **details} if details else {"code": code, "message": message}
     if request_id is NO_ID:
-        return {"ok": False, "error": {"code": code, "message": message}}
-    return {"id": request_id, "ok": False, "error": {"code": code, "message": message}}
+        return {"ok": False, "error": error}
+    return {"id": request_id, "ok": False, "error": error}
 
 
 def json_type(value: Any) -> str:

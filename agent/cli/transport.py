@@ -13,7 +13,7 @@ from typing import Any
 from protocol import client
 from protocol.client import AgentRefused, AgentUnintelligible, AgentUnreachable, socket_path
 
-__all__ = ["CliError", "events", "request", "socket_path"]
+__all__ = ["CliError", "events", "exchange", "request", "socket_path"]
 
 UNREACHABLE = 3
 #: Answers like ``flags`` or ``stats`` over thousands of flags are large; a person asked for them.
@@ -46,6 +46,18 @@ def request(path: str, message: dict[str, Any], *, timeout: float = 5.0) -> dict
         raise _unreachable(path, exc) from None
     except ValueError as exc:
         raise CliError(f"cannot send that request: {exc}", 2) from None
+
+
+def exchange(path: str, message: dict[str, Any], *, timeout: float = 5.0) -> dict[str, Any]:
+    """Send one request and return the whole answer, ``ok`` or not: ``explain`` prints the trace
+    an error answer carries."""
+    try:
+        return {"ok": True, "result": request(path, message, timeout=timeout)}
+    except CliError as exc:
+        refused = exc.__cause__ if isinstance(exc.__cause__, AgentRefused) else exc.__context__
+        if isinstance(refused, AgentRefused) and refused.error:
+            return {"ok": False, "error": refused.error}
+        raise
 
 
 def events(path: str, *, timeout: float = 5.0) -> Iterator[dict[str, Any]]:

@@ -92,6 +92,15 @@ def canonical_json(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
+def definition_text(text: bytes) -> bytes:
+    """The definition's JSON out of a flag's canonical text ``[kind, definition]``.
+
+    A slice, so a new bytes object of its own size: orjson's output keeps a buffer of 4 KiB or
+    more, which ten thousand flags would pin as 40 MB.
+    """
+    return text[text.index(b",") + 1:-1]
+
+
 def fingerprint(*parts: bytes) -> bytes:
     """A 16-byte digest of ``parts``: JSON texts and names, none of which holds a NUL byte (JSON
     escapes it), so NUL-separated no two lists of them read alike."""
@@ -165,6 +174,16 @@ class CompiledFlag:
     static: Mapping[str | None, Resolution | None] | None = attrs.field(eq=False, repr=False)
     resolver: Resolver | None = attrs.field(eq=False, repr=False, default=None)
     problems: tuple[Problem, ...] = attrs.field(eq=False, default=())
+    #: The flag as written, as canonical JSON text (see :func:`definition_text`): what the
+    #: change history records and what ``explain`` reads. Bytes, not the decoded object: a few
+    #: hundred bytes a flag rather than a tree of dicts.
+    definition: bytes = attrs.field(eq=False, repr=False, default=b"null")
+    #: A targeted flagd flag's rule for ``explain``: (its canonical JSON, or b"" when that is the
+    #: definition's own ``targeting``; the bucketing version; the document's ``$evaluators`` when
+    #: the rule refers to them, else None). The evaluators are the one mapping all the document's
+    #: flags share: a rule is expanded only when it is explained (expanded for every flag at load,
+    #: references can cost the flag count times the rule-node limit in memory).
+    rule: tuple[bytes, str, Mapping[str, Any] | None] | None = attrs.field(eq=False, repr=False, default=None)
     #: Whether the answer can change with the clock (a rule that reads ``$flagd.timestamp``):
     #: the HTTP frontend's ETag must then cover the answer itself.
     reads_clock: bool = attrs.field(eq=False, default=False)

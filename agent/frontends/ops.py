@@ -7,10 +7,12 @@ delete) are async and go through the reloader's lock.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from agent.engine.evaluate import NO_DEFAULT, evaluate, prepare_context
+from agent.engine.explain import explain
 from agent.frontends.service import Service
 from agent.store.peer import Peer
 from agent.store.snapshot import SelectorError, Snapshot, flag_set_of
@@ -44,6 +46,7 @@ _NO_ARGS = _ENVELOPE
 _EVALUATE_FIELDS = frozenset({"op", "id", "flag", "context", "type", "default", "selector"})
 _EVALUATE_ALL_FIELDS = frozenset({"op", "id", "context", "selector"})
 _SUBSCRIBE_FIELDS = frozenset({"op", "id", "selector"})
+_HISTORY_FIELDS = frozenset({"op", "id", "flag", "limit"})
 
 
 def _selector(req: dict) -> str | None:
@@ -104,10 +107,39 @@ def op_evaluate(service: Service, conn: Conn, req: dict) -> dict:
     flags = snap.flags if "selector" not in req else selected_flags(snap, _selector(req))
     res = evaluate(flags, key, context, expected_type=value_type, default=req.get("default", NO_DEFAULT))
     if res.error_code is not None:
+        service.stats.count_error(key, res.error_code)
         raise ProtocolError(res.error_message or res.error_code, code=res.error_code)
-    service.stats.evaluations[key] += 1
+    service.stats.usage[(key, res.variant, res.reason)] += 1
     out = {"key": key, "value": res.value, "variant": res.variant, "reason": res.reason,
            "metadata": res.metadata, "revision": snap.revision}
+    if res.value is NO_DEFAULT:
+        del out["value"]
+    return out
+
+
+def op_explain(service: Service, conn: Conn, req: dict) -> dict:
+    """evaluate's answer plus ``trace``; an evaluation error is evaluate's error with the trace in it.
+    Not counted as usage: asking why is not asking for the flag."""
+    if not _EVALUATE_FIELDS.issuperset(req):
+        _only(req, _EVALUATE_FIELDS)
+    key = req.get("flag")
+    if type(key) is not str or not key:
+        if "flag" not in req:
+            raise BadRequest("explain needs \"flag\": the key of the flag to explain")
+        raise BadRequest(f"\"flag\" must be a non-empty string, not {json_type(key)}")
+    value_type = req.get("type")
+    if value_type is not None and value_type not in VALUE_TYPES:
+        raise BadRequest(f"\"type\" must be one of {', '.join(sorted(VALUE_TYPES))}, not {value_type!r}")
+    context = _context(service, req)
+    snap = service.store.snapshot
+    flags = snap.flags if "selector" not in req else selected_flags(snap, _selector(req))
+    found = explain(flags, key, context, expected_type=value_type, default=req.get("default", NO_DEFAULT))
+    res = found.resolution
+    if res.error_code is not None:
+        raise ProtocolError(res.error_message or res.error_code, code=res.error_code,
+                            details={"trace": found.trace, "revision": snap.revision})
+    out = {"key": key, "value": res.value, "variant": res.variant, "reason": res.reason,
+           "metadata": res.metadata, "revision": snap.revision, "trace": found.trace}
     if res.value is NO_DEFAULT:
         del out["value"]
     return out
@@ -120,11 +152,15 @@ def op_evaluate_all(service: Service, conn: Conn, req: dict) -> dict:
     snap = service.store.snapshot
     flags = snap.flags if "selector" not in req else selected_flags(snap, _selector(req))
     results: dict[str, Any] = {}
+    usage = service.stats.usage
     for key in flags:
         res = evaluate(flags, key, context)
         if res.error_code is not None:
+            service.stats.count_error(key, res.error_code)
             results[key] = {"error": {"code": res.error_code, "message": res.error_message or res.error_code}}
-        elif res.value is NO_DEFAULT:
+            continue
+        usage[(key, res.variant, res.reason)] += 1
+        if res.value is NO_DEFAULT:
             results[key] = {"variant": res.variant, "reason": res.reason, "metadata": res.metadata}
         else:
             results[key] = {"value": res.value, "variant": res.variant, "reason": res.reason, "metadata": res.metadata}
@@ -168,12 +204,26 @@ def op_health(service: Service, conn: Conn, req: dict) -> dict:
         "problems": problems,
         "uptime_s": service.stats.uptime(),
         "version": service.version,
+        "history": store.history.describe(),
     }
 
 
 def op_stats(service: Service, conn: Conn, req: dict) -> dict:
     _only(req, _NO_ARGS)
-    return service.stats.to_wire(service.store.reloads_ok, service.store.reloads_failed, service.store.subscriber_count)
+    out = service.stats.to_wire(service.store.reloads_ok, service.store.reloads_failed, service.store.subscriber_count)
+    out["usage"] = service.stats.usage_report(service.store.snapshot.flags)
+    return out
+
+
+def op_history(service: Service, conn: Conn, req: dict) -> dict:
+    _only(req, _HISTORY_FIELDS)
+    flag = req.get("flag")
+    if flag is not None and (type(flag) is not str or not flag):
+        raise BadRequest(f"\"flag\" must be a non-empty string, not {json_type(flag)}")
+    limit = req.get("limit", 20)
+    if type(limit) is not int or limit < 1:
+        raise BadRequest(f"\"limit\" must be a whole number of at least 1, not {limit!r}")
+    return {"changes": service.store.history.changes(flag, limit)}
 
 
 def op_help(service: Service, conn: Conn, req: dict) -> dict:
@@ -208,13 +258,26 @@ def _named_flag(req: dict) -> str | None:
 
 
 async def op_set(service: Service, conn: Conn, req: dict) -> dict:
-    writer = service.require_writer(conn.peer, "set", _named_flag(req))
-    return await writer.handle_set(conn.peer, req)
+    with _counted_write(service, "set"):
+        writer = service.require_writer(conn.peer, "set", _named_flag(req))
+        return await writer.handle_set(conn.peer, req)
 
 
 async def op_delete(service: Service, conn: Conn, req: dict) -> dict:
-    writer = service.require_writer(conn.peer, "delete", _named_flag(req))
-    return await writer.handle_delete(conn.peer, req)
+    with _counted_write(service, "delete"):
+        writer = service.require_writer(conn.peer, "delete", _named_flag(req))
+        return await writer.handle_delete(conn.peer, req)
+
+
+@contextlib.contextmanager
+def _counted_write(service: Service, op: str) -> Iterator[None]:
+    """Count a write as ``ok`` or ``refused`` (any error answer) for stats and /metrics."""
+    try:
+        yield
+    except Exception:
+        service.stats.writes[(op, "refused")] += 1
+        raise
+    service.stats.writes[(op, "ok")] += 1
 
 
 SYNC_OPS: dict[str, SyncOp] = {
@@ -225,6 +288,8 @@ SYNC_OPS: dict[str, SyncOp] = {
     "stats": op_stats,
     "help": op_help,
     "subscribe": op_subscribe,
+    "explain": op_explain,
+    "history": op_history,
 }
 
 ASYNC_OPS: dict[str, AsyncOp] = {
@@ -244,6 +309,8 @@ HELP: dict[str, str] = {
     "reload": "re-read the flag sources now",
     "stats": "request, evaluation, reload and connection counters",
     "help": "this list",
+    "explain": "evaluate one flag and trace how the answer was reached: {flag, context?, type?, default?}",
+    "history": "the newest changes of what is served, who made them, each flag before and after: {flag?, limit?}",
 }
 
 __all__ = ["SYNC_OPS", "ASYNC_OPS", "HELP"]

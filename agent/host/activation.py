@@ -5,6 +5,12 @@ listening descriptors from fd 3 on and tells it so in ``LISTEN_PID``, ``LISTEN_F
 ``LISTEN_FDNAMES``. This is the protocol of sd_listen_fds(3), written out in Python so the
 agent needs no libsystemd.
 
+Each descriptor carries a name (``FileDescriptorName=`` in the ``.socket`` unit, which defaults
+to the unit's own name). The agent serves a descriptor named ``http`` (:data:`HTTP_FDNAME`,
+``flagsock-http.socket``) with the HTTP frontend, a Unix or TCP stream socket; every other
+descriptor (``flagsock``, ``flagsock.socket``, unnamed) is the NDJSON socket, which must be a
+Unix stream socket.
+
 The socket stays systemd's: the server must neither unlink its path nor shut it down when it
 stops, or clients would get ECONNREFUSED across a restart, which is the point of activating.
 """
@@ -16,24 +22,47 @@ import os
 import socket
 from typing import Final
 
+import attrs
+
 from agent.host.errors import StartupError
 
-__all__ = ["LISTEN_FDS_START", "ActivationError", "inherited_sockets"]
+__all__ = ["HTTP_FDNAME", "LISTEN_FDS_START", "ActivationError", "InheritedSocket", "inherited_sockets"]
 
 log = logging.getLogger("flagsock.activation")
 
 #: The first inherited descriptor; 0-2 are stdin, stdout and stderr.
 LISTEN_FDS_START: Final = 3
 
+#: The ``FileDescriptorName=`` of a socket the agent serves HTTP (OFREP, SSE, probes) on.
+HTTP_FDNAME: Final = "http"
+
 _VARIABLES: Final = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+_TCP_FAMILIES: Final = (socket.AF_INET, socket.AF_INET6)
+
+
+@attrs.frozen
+class InheritedSocket:
+    """One listening socket systemd handed over, with the name its ``.socket`` unit gave it."""
+
+    sock: socket.socket
+    #: The ``LISTEN_FDNAMES`` entry ("" when the launcher named none).
+    name: str
+    fd: int
+
+    @property
+    def serves_http(self) -> bool:
+        return self.name == HTTP_FDNAME
+
+    def describe(self) -> str:
+        return f"inherited fd {self.fd} {_describe(self.name)}"
 
 
 class ActivationError(StartupError):
     """The activation variables or the descriptors they name are not what the agent serves on."""
 
 
-def inherited_sockets() -> list[socket.socket]:
-    """Return the listening sockets systemd handed to this process, in fd order.
+def inherited_sockets() -> list[InheritedSocket]:
+    """Return the listening sockets systemd handed to this process, in fd order, with their names.
 
     The three ``LISTEN_*`` variables are removed from the environment in every case, so a
     child process never mistakes them for its own. They only count when ``LISTEN_PID`` is
@@ -45,8 +74,9 @@ def inherited_sockets() -> list[socket.socket]:
 
     Raises:
         ActivationError: the variables are malformed, or a descriptor is not a listening
-            ``AF_UNIX`` ``SOCK_STREAM`` socket. The message names the descriptor and what to
-            change in the ``.socket`` unit.
+            stream socket of a family its name allows (``AF_UNIX`` for NDJSON; ``AF_UNIX``,
+            ``AF_INET`` or ``AF_INET6`` for ``http``). The message names the descriptor and
+            what to change in the ``.socket`` unit.
 
     Resource handling:
         The caller owns the returned sockets. It may close them, but must not unlink their
@@ -72,7 +102,7 @@ def inherited_sockets() -> list[socket.socket]:
     sockets = []
     for offset, name in enumerate(names):
         fd = LISTEN_FDS_START + offset
-        sockets.append(_adopt(fd, name))
+        sockets.append(InheritedSocket(_adopt(fd, name), name, fd))
         log.debug("inherited listening socket fd %d %s", fd, _describe(name))
     return sockets
 
@@ -89,7 +119,7 @@ def _describe(name: str) -> str:
 
 
 def _adopt(fd: int, name: str) -> socket.socket:
-    """Wrap inherited ``fd`` after checking it is a listening Unix stream socket."""
+    """Wrap inherited ``fd`` after checking it is a listening stream socket its name allows."""
     where = f"inherited fd {fd} {_describe(name)}"
     try:
         # Set close-on-exec first, so nothing this process starts inherits the listener even
@@ -108,16 +138,20 @@ def _adopt(fd: int, name: str) -> socket.socket:
     except OSError as exc:
         sock.detach()
         raise ActivationError(f"{where} could not be inspected: {exc.strerror}") from None
-    if family != socket.AF_UNIX or kind != socket.SOCK_STREAM:
+    http = name == HTTP_FDNAME
+    if kind != socket.SOCK_STREAM or (family != socket.AF_UNIX and not (http and family in _TCP_FAMILIES)):
         sock.detach()
-        raise ActivationError(
-            f"{where} is an {_enum_name(family)} {_enum_name(kind)} socket; flagsock serves "
-            "only on a Unix stream socket: use ListenStream=/path/to/socket in the .socket unit"
-        )
+        if http:
+            wanted = ("serves HTTP on a stream socket: use ListenStream=/path/to/socket or "
+                      "ListenStream=127.0.0.1:PORT in the .socket unit")
+        else:
+            wanted = ("serves NDJSON only on a Unix stream socket: use ListenStream=/path/to/socket in the "
+                      f".socket unit (a TCP socket is served as HTTP when named: FileDescriptorName={HTTP_FDNAME})")
+        raise ActivationError(f"{where} is an {_enum_name(family)} {_enum_name(kind)} socket; flagsock {wanted}")
     if not listening:
         sock.detach()
         raise ActivationError(
-            f"{where} is a Unix stream socket that is not listening (Accept=yes hands over "
+            f"{where} is an {_enum_name(family)} stream socket that is not listening (Accept=yes hands over "
             "connections); flagsock needs the listening socket: set Accept=no in the .socket unit"
         )
     return sock

@@ -7,12 +7,14 @@ their public names for ``flagsock serve``.
 
 from __future__ import annotations
 
-from agent.host.activation import LISTEN_FDS_START, ActivationError, inherited_sockets
+from agent.host.activation import HTTP_FDNAME, LISTEN_FDS_START, ActivationError, InheritedSocket, inherited_sockets
 from agent.host.sdnotify import Notifier, run_watchdog
 
 __all__ = [
+    "HTTP_FDNAME",
     "LISTEN_FDS_START",
     "ActivationError",
+    "InheritedSocket",
     "Notifier",
     "inherited_sockets",
     "run_watchdog",

@@ -5,11 +5,14 @@ A change is recorded with its peer (the audit log, the history), so the store kn
 
 from __future__ import annotations
 
+import functools
+import pwd
 import errno
 import logging
 import os
 import socket
 import struct
+from typing import Any
 
 import attrs
 
@@ -34,6 +37,20 @@ class Peer:
 
 
 UNKNOWN_PEER = Peer(pid=0, uid=-1, gid=-1)
+
+
+def who(peer: Peer) -> dict[str, Any]:
+    """The peer as the change history names who made a change. Looks the user up (NSS may block
+    for a directory service): call it in a worker thread."""
+    return {"uid": peer.uid, "pid": peer.pid, "user": user_name(peer.uid)}
+
+
+@functools.lru_cache(maxsize=256)
+def user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return None
 
 
 def peer_of(sock: socket.socket) -> Peer:

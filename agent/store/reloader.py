@@ -128,14 +128,16 @@ class Reloader:
             store.reloads_ok += 1
         return tuple(errors)
 
-    async def install(self, prepared: Prepared, errors: tuple[str, ...] = (), *, parsed: bool) -> ReloadResult:
+    async def install(self, prepared: Prepared, errors: tuple[str, ...] = (), *, parsed: bool,
+                      by: dict[str, Any] | None = None) -> ReloadResult:
         """Swap ``prepared`` in (if it changed anything) and tell the ``on_reload`` callbacks.
 
         The one way a snapshot is swapped, for reloads and writes alike; the caller holds
         :attr:`lock`. ``parsed``: a file was parsed to build it, so the heap is worth trimming.
+        ``by``: who made the change (a write's peer, see ``peer.who``), for the history.
         """
         old = [self.store.snapshot]
-        changes = self.store.install(prepared)
+        changes = self.store.install(prepared, by)
         del prepared
         swapped = self.store.snapshot is not old[0]
         if swapped:

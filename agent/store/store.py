@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from agent.sources.base import SourceState
+from agent.store.history import History
 from agent.store.snapshot import EMPTY_SETS, Prepared, Snapshot, diff_flags, merge_sources, next_revision
 from agent.store.subscriptions import DEFAULT_SUBSCRIBER_QUEUE, Subscription
 
@@ -39,19 +40,24 @@ class Store:
         names: the flag sources' names (paths or URLs), in merge order.
     """
 
-    def __init__(self, names: Sequence[str], *, subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE) -> None:
+    def __init__(self, names: Sequence[str], *, subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE,
+                 history: History | None = None) -> None:
         now = time.time()
         sources = tuple(SourceState(path=n) for n in names)
         flags, sets, digest = merge_sources(sources)
         self.snapshot = Snapshot(revision=0, flags=flags, sources=sources, loaded_at=now, content_hash=digest,
                                  sets=sets)
         self.errors: dict[str, SourceError] = {}
+        #: Per source, when it last loaded successfully (its age in /metrics).
+        self.loaded_at: dict[str, float] = {}
         self.last_error: SourceError | None = None
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.started_at = now
         self._subscriber_queue = subscriber_queue
         self._subscribers: set[Subscription] = set()
+        #: Every swap that changed a flag is recorded here (in memory only unless given a file).
+        self.history = history if history is not None else History()
 
     # -- health -----------------------------------------------------------------------------
 
@@ -72,6 +78,7 @@ class Store:
                          "source": source, "message": message})
 
     def record_success(self, source: str) -> None:
+        self.loaded_at[source] = time.time()
         if self.errors.pop(source, None) is not None:
             log.info("flag source %s loads again", source)
         if not self.errors:
@@ -79,9 +86,11 @@ class Store:
 
     # -- swapping ---------------------------------------------------------------------------
 
-    def install(self, prepared: Prepared) -> dict[str, str]:
+    def install(self, prepared: Prepared, by: dict[str, Any] | None = None) -> dict[str, str]:
         """Swap in a prepared snapshot if its content differs; return the flag changes.
 
+        ``by``: who made the change, for the history (a write's peer); None for a change of the
+        sources, named by the source of the changed flags.
         Must run on the event loop (it is the single writer of ``self.snapshot``).
         """
         current = self.snapshot
@@ -101,6 +110,9 @@ class Store:
         )
         if changes:
             self._broadcast_changes(current, changes)
+            self.history.record(self.snapshot.revision, iso_time(self.snapshot.loaded_at),
+                                by if by is not None else _by_sources(changes, current.flags, prepared.flags),
+                                changes, current.flags, prepared.flags, first=current.revision == 0)
         log.info("serving revision %d: %d flags (%s)", self.snapshot.revision,
                  len(prepared.flags), _summarize(changes))
         return changes
@@ -153,6 +165,18 @@ class Store:
             sub.offer(event)
             if sub.overflowed:
                 self._subscribers.discard(sub)
+
+
+def _by_sources(changes: dict[str, str], old: Any, new: Any) -> dict[str, Any]:
+    """Who made a change of the sources: the source (path or URL) of the flags it changed."""
+    sources: list[str] = []
+    for key in changes:
+        source = getattr(new.get(key) or old.get(key), "source", None)
+        if source is not None and source not in sources:
+            sources.append(source)
+    if len(sources) <= 1:
+        return {"source": sources[0] if sources else None}
+    return {"source": sources[0], "sources": sources}
 
 
 def _summarize(changes: dict[str, str], limit: int = 5) -> str:

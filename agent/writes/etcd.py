@@ -32,7 +32,7 @@ from agent.sources.etcd.errors import (
 from agent.sources.etcd.source import EtcdSource, NotReady, WriteConflict
 from agent.sources.etcd.txn import Delete, Put
 from agent.sources.etcd.version import DocumentError, assemble
-from agent.store.peer import Peer
+from agent.store.peer import Peer, who
 from agent.store.reloader import Reloader
 from agent.store.store import Store
 from agent.writes.request import check_not_overridden, parse_change
@@ -90,11 +90,18 @@ class EtcdWriter:
             change: Put | Delete = Put(key, value)
         else:
             change = Delete(key)
-        revision = await self._commit(change, if_revision, peer)
+        # The change comes back through the watch, as anyone's would: tell the history who made it.
+        expected = self.store.history.expect(frozenset((flag,)), await trio.to_thread.run_sync(who, peer))
+        try:
+            revision = await self._commit(change, if_revision, peer)
+        except BaseException:
+            self.store.history.withdraw(expected)
+            raise
         if not await source.wait_for(revision, self.serve_timeout):
             raise ProtocolError(f"committed in etcd at revision {revision}, but this agent's watch has not "
                                 f"brought it back within {self.serve_timeout} s; it will be served when it does")
         await self.reloader.reload(f"{op} of {flag!r}")
+        await self.store.history.flush()  # as for a file: an acknowledged change is in the history on disk
         after = self.store.snapshot.revision
         audit.info("%s of %r by %s: revision %d -> %d (%s, committed at etcd revision %d)", op, flag,
                    peer.describe(), before, after, source.name, revision)

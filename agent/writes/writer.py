@@ -28,7 +28,7 @@ from agent.engine.schema import child_path
 from agent.sources.base import SourceOutcome, SourceState, content_hash, source_state
 from agent.sources.reading import UnreadableFile
 from agent.store.loading import build
-from agent.store.peer import Peer
+from agent.store.peer import Peer, who
 from agent.store.reloader import Reloader
 from agent.store.store import Store
 from agent.engine.formats.yaml import is_yaml
@@ -102,6 +102,7 @@ class Writer:
     async def _write(self, peer: Peer, op: str, flag: str, if_revision: int | None, edit: Any) -> dict:
         store = self.store
         reloader = self.reloader
+        by = await trio.to_thread.run_sync(who, peer)  # for the history; a user lookup may block
         async with reloader.lock:
             snap = store.snapshot
             before = snap.revision
@@ -116,9 +117,10 @@ class Writer:
                     self._write_and_prepare, snap, served, flag, if_revision, edit)
                 del snap, served
                 store.record_success(self.path)
-                await reloader.install(prepared, parsed=True)
+                await reloader.install(prepared, parsed=True, by=by)
                 del prepared
             after = store.snapshot.revision
+        await store.history.flush()  # an acknowledged change is in the history on disk too
         audit.info("%s of %r by %s: revision %d -> %d (%s%s)", op, flag, peer.describe(), before, after,
                    self.path, "" if written.wrote else ", file already held this",
                    extra=_fields(peer, op, flag, before, after, None))

@@ -88,7 +88,7 @@ def test_serve_rejects_a_bad_config_file(tmp_path):
 
 
 def test_cli_offers_exactly_the_engines_bucketing_versions(tmp_path):
-    from agent.cli.main import FRACTIONAL_VERSIONS
+    from agent.cli.parser import FRACTIONAL_VERSIONS
     from agent.engine.rules.fractional import VERSIONS
 
     assert FRACTIONAL_VERSIONS == VERSIONS

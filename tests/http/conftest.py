@@ -14,7 +14,13 @@ from typing import Any
 import attrs
 import pytest
 
-from agent.frontends.http import HttpLimits, HttpServer, bind_tcp, build_router
+from agent.frontends.http.limits import HttpLimits
+
+from agent.frontends.http.server import HttpServer
+
+from agent.frontends.http.address import bind_tcp
+
+from agent.frontends.http.routes import build_router
 from agent.host.listener import bind_unix
 from agent.frontends.stats import Stats
 from agent.sources.base import LoadOptions

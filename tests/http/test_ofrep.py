@@ -110,7 +110,7 @@ async def test_flag_key_is_percent_decoded(agent, client):
 async def test_single_evaluation_is_counted_in_stats(client, agent):
     await evaluate(client, "bool-flag")
     await evaluate(client, "bool-flag")
-    assert agent.running.service.stats.evaluations["bool-flag"] == 2
+    assert agent.running.service.stats.evaluation_totals()["bool-flag"] == 2
 
 
 async def test_bulk_body_lists_every_flag_and_the_event_stream(client):

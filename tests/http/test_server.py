@@ -8,7 +8,13 @@ import socket
 import pytest
 import trio
 
-from agent.frontends.http import ConnectionLimit, HttpLimits, HttpServer, Response, Router, bind_tcp
+from agent.frontends.http.limits import ConnectionLimit, HttpLimits
+
+from agent.frontends.http.server import HttpServer
+
+from agent.frontends.http.routing import Response, Router
+
+from agent.frontends.http.address import bind_tcp
 
 from .rawhttp import RawHttp, encode
 

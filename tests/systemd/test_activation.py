@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 _VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
-# Run as: python -c CHILD KIND... ; puts one descriptor of each KIND on fd 3, 4, ..., sets the
-# LISTEN_* variables for itself, calls inherited_sockets() and prints what it saw as JSON.
+# Run as: python -c CHILD KIND[@NAME]... ; puts one descriptor of each KIND on fd 3, 4, ..., sets
+# the LISTEN_* variables for itself (NAME, else name0, name1, ...), calls inherited_sockets() and
+# prints what it saw as JSON.
 CHILD = r"""
 import json, os, socket, sys, tempfile
 
@@ -35,16 +36,19 @@ def make(kind, index):
     path = os.path.join(workdir, f"{index}.sock")
     if kind == "file":
         return os.open(path, os.O_CREAT | os.O_RDWR), None
-    family = socket.AF_INET if kind == "tcp" else socket.AF_UNIX
-    sock_type = socket.SOCK_DGRAM if kind == "unix-dgram" else socket.SOCK_STREAM
+    family = {"tcp": socket.AF_INET, "tcp6": socket.AF_INET6, "tcp-bound": socket.AF_INET,
+              "udp": socket.AF_INET}.get(kind, socket.AF_UNIX)
+    sock_type = socket.SOCK_DGRAM if kind in ("unix-dgram", "udp") else socket.SOCK_STREAM
     sock = socket.socket(family, sock_type)
-    sock.bind(("127.0.0.1", 0) if kind == "tcp" else path)
-    if kind in ("unix-listening", "tcp"):
+    sock.bind({socket.AF_INET: ("127.0.0.1", 0), socket.AF_INET6: ("::1", 0)}.get(family, path))
+    if kind in ("unix-listening", "tcp", "tcp6"):
         sock.listen()
-    return sock.detach(), path
+    address = sock.getsockname() if family != socket.AF_UNIX else path
+    return sock.detach(), address
 
 
-kinds = sys.argv[1:]
+kinds = [arg.partition("@")[0] for arg in sys.argv[1:]]
+names = [arg.partition("@")[2] or f"name{i}" for i, arg in enumerate(sys.argv[1:])]
 # Move every descriptor above the target range first, so placing one cannot close another.
 made = [make(kind, i) for i, kind in enumerate(kinds)]
 high = [os.dup(fd) if fd < 3 + len(kinds) else fd for fd, _ in made]
@@ -57,7 +61,7 @@ for target, fd in enumerate(high, start=3):
 
 os.environ["LISTEN_PID"] = str(os.getpid())
 os.environ["LISTEN_FDS"] = str(len(kinds))
-os.environ["LISTEN_FDNAMES"] = ":".join(f"name{i}" for i in range(len(kinds)))
+os.environ["LISTEN_FDNAMES"] = ":".join(names)
 
 report = {}
 try:
@@ -66,13 +70,15 @@ except ActivationError as exc:
     report["error"] = str(exc)
     report["fd3_still_open"] = os.fstat(3) is not None
 else:
-    report["fds"] = [s.fileno() for s in sockets]
-    report["inheritable"] = [os.get_inheritable(s.fileno()) for s in sockets]
+    report["fds"] = [s.sock.fileno() for s in sockets]
+    report["names"] = [s.name for s in sockets]
+    report["http"] = [s.serves_http for s in sockets]
+    report["inheritable"] = [os.get_inheritable(s.sock.fileno()) for s in sockets]
     accepted = []
-    for sock, (_, path) in zip(sockets, made):
-        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        client.connect(path)
-        conn, _ = sock.accept()
+    for inherited, (_, address) in zip(sockets, made):
+        client = socket.socket(inherited.sock.family, socket.SOCK_STREAM)
+        client.connect(address)
+        conn, _ = inherited.sock.accept()
         accepted.append(conn is not None)
     report["accepted"] = accepted
 report["variables_left"] = sorted(k for k in os.environ if k.startswith("LISTEN_"))
@@ -147,6 +153,8 @@ def test_listening_unix_socket_is_adopted_close_on_exec_and_variables_cleared() 
     report = run_child("unix-listening")
     assert report == {
         "fds": [3],
+        "names": ["name0"],
+        "http": [False],
         "inheritable": [False],
         "accepted": [True],
         "variables_left": [],
@@ -160,10 +168,24 @@ def test_several_sockets_come_back_in_descriptor_order() -> None:
     assert report["accepted"] == [True, True]
 
 
+def test_sockets_named_http_may_be_tcp_or_unix_and_are_told_apart_by_name() -> None:
+    report = run_child("unix-listening@flagsock", "tcp@http", "tcp6@http", "unix-listening@http")
+    assert report["fds"] == [3, 4, 5, 6]
+    assert report["names"] == ["flagsock", "http", "http", "http"]
+    assert report["http"] == [False, True, True, True]
+    assert report["inheritable"] == [False] * 4
+    assert report["accepted"] == [True] * 4
+
+
 @pytest.mark.parametrize(
     ("kind", "pattern"),
     [
-        ("tcp", r"inherited fd 3 \(name 'name0'\) is an AF_INET SOCK_STREAM socket"),
+        ("tcp", r"inherited fd 3 \(name 'name0'\) is an AF_INET SOCK_STREAM socket; .*NDJSON only on a Unix "
+                r"stream socket.*FileDescriptorName=http"),
+        ("tcp@flagsock", r"inherited fd 3 \(name 'flagsock'\) is an AF_INET SOCK_STREAM socket"),
+        ("udp@http", r"inherited fd 3 \(name 'http'\) is an AF_INET SOCK_DGRAM socket; flagsock serves HTTP on a "
+                     r"stream socket"),
+        ("tcp-bound@http", r"inherited fd 3 \(name 'http'\) is an AF_INET stream socket that is not listening"),
         ("unix-dgram", r"is an AF_UNIX SOCK_DGRAM socket; .* ListenStream="),
         ("unix-bound", r"not listening .* Accept=no"),
         ("file", r"inherited fd 3 \(name 'name0'\) is not an open socket"),

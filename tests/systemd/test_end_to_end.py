@@ -284,3 +284,68 @@ def test_failed_reload_shows_in_status_and_the_last_good_flags_stay(
 
     proc.send_signal(signal.SIGTERM)
     assert_exits_cleanly(proc)
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 when asked (``systemd-socket-activate`` refuses port 0)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_sockets_are_told_apart_by_name_ndjson_on_one_and_ofrep_on_the_http_ones(
+    tmp_path: Path, flag_file: Path, notify_recorder: NotifyRecorder, processes
+) -> None:
+    """As flagsock.socket and flagsock-http.socket hand them over: the HTTP sockets come first in
+    descriptor order here, so only their names can tell the agent which is which."""
+    import httpx
+
+    activate = shutil.which("systemd-socket-activate")
+    if activate is None:
+        pytest.skip("systemd-socket-activate is not installed (Debian: apt-get install systemd)")
+    ndjson_path, http_path = tmp_path / "flagsock.sock", tmp_path / "http.sock"
+    port = free_loopback_port()
+    proc = subprocess.Popen(
+        [activate, "-l", f"127.0.0.1:{port}", "-l", str(http_path), "-l", str(ndjson_path),
+         "--fdname=http:http:flagsock", f"--setenv=NOTIFY_SOCKET={notify_recorder.env_value}",
+         *AGENT, "--flags", str(flag_file)],
+        cwd=REPO,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    processes.append((proc, None))
+    read_stderr_until(proc, str(ndjson_path).encode(), timeout=10)  # "Listening on ..." for the last one
+
+    ofrep = "/ofrep/v1/evaluate/flags/new-checkout"
+    body = {"context": {"targetingKey": "u1"}}
+    # The first connection, on the TCP port, is what starts the agent.
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as tcp:
+        answer = tcp.post(ofrep, json=body)
+        assert answer.status_code == 200, answer.text
+        assert (answer.json()["value"], answer.json()["variant"]) == (True, "on")
+        assert answer.headers["server"].startswith("flagsock/")
+        assert tcp.get("/readyz").status_code == 200
+    notify_recorder.wait_for(lambda m: m.get("READY") == "1", process=proc, what="READY=1")
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(http_path)), base_url="http://localhost",
+                      timeout=10) as unix:
+        bulk = unix.post("/ofrep/v1/evaluate/flags", json=body)
+        assert bulk.status_code == 200 and bulk.headers["etag"], bulk.text
+        assert [f["key"] for f in bulk.json()["flags"]] == ["new-checkout"]
+    with connect(ndjson_path) as conn:
+        answer = ask(conn, {"op": "evaluate", "id": 1, "flag": "new-checkout"})
+        assert answer["result"]["value"] is True, answer
+        # An HTTP request on the NDJSON socket is just a line that is not JSON.
+        conn.sendall(b"GET /healthz HTTP/1.1\r\n")
+        refusal = json.loads(conn.recv(65536).split(b"\n")[0])
+        assert refusal["ok"] is False and refusal["error"]["code"] == "BAD_REQUEST", refusal
+    # ...and an NDJSON line on an HTTP socket is a malformed request.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(b'{"op": "ping"}\n\n')
+        assert raw.recv(65536).startswith(b"HTTP/1.1 400 ")
+
+    proc.send_signal(signal.SIGTERM)
+    assert_exits_cleanly(proc)
+    # Every socket was systemd's: the agent leaves their paths in place.
+    assert ndjson_path.exists() and http_path.exists()

@@ -50,6 +50,7 @@ from agent.engine.model import (
     ParsedSource,
     Problem,
     canonical_json,
+    definition_text,
     fingerprint,
 )
 from agent.engine.rules.errors import Where, render
@@ -191,6 +192,7 @@ class _Reader:
             enabled=False, source=self.source, format=kind,
             fingerprint=fingerprint(b"broken", text, canonical_json(message)),
             static=broken_table(key, f"flag {key!r} is invalid: {message}"), problems=tuple(found),
+            definition=definition_text(text),
         )
 
 

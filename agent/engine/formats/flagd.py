@@ -16,6 +16,7 @@ from agent.engine.model import (
     FrozenDict,
     Problem,
     canonical_json,
+    definition_text,
     fingerprint,
 )
 from agent.engine.limits import DEFAULT_LIMITS, Limits
@@ -97,7 +98,10 @@ class FlagdCompiler:
         return CompiledFlag(
             key=key, value_type=_value_type(variants), variants=variants, default_variant=default,
             metadata=metadata, enabled=enabled, source=self.source, format="flagd",
-            fingerprint=digest, static=static, resolver=resolver,
+            fingerprint=digest, static=static, resolver=resolver, definition=definition_text(text),
+            # For explain: the definition's own targeting, and the document's evaluators (one
+            # object, shared) when it refers to them; never a copy expanded per flag.
+            rule=None if rule is None else (b"", self.fractional, self.evaluators if rule.ref_digests else None),
             reads_clock=resolver is not None and rule.reads_clock,
         )
 

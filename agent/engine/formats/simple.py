@@ -33,6 +33,7 @@ from agent.engine.model import (
     Resolution,
     Resolver,
     canonical_json,
+    definition_text,
     fingerprint,
 )
 from agent.engine.rules.errors import Where
@@ -69,7 +70,7 @@ def compile_simple_flag(key: str, raw: dict, path: Where, *, source: str, metada
         key=key, value_type="boolean", variants=VARIANTS, default_variant=default_variant,
         metadata=metadata, enabled=spec.enabled, source=source, format="simple",
         fingerprint=fingerprint(text, canonical_json(metadata)),
-        static=static, resolver=resolver,
+        static=static, resolver=resolver, definition=definition_text(text),
     )
 
 

@@ -13,7 +13,8 @@ import socket
 
 import attrs
 
-__all__ = ["HttpAddress", "HttpAddressError", "parse_http_address", "check_http_address", "bind_tcp"]
+__all__ = ["HttpAddress", "HttpAddressError", "parse_http_address", "check_http_address", "check_listening_socket",
+           "bind_tcp"]
 
 
 class HttpAddressError(ValueError):
@@ -79,7 +80,7 @@ def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return _is_loopback_ip(host)
     except ValueError:
         pass
     try:
@@ -87,7 +88,14 @@ def is_loopback_host(host: str) -> bool:
     except OSError:
         return False
     addresses = {info[4][0] for info in infos}
-    return bool(addresses) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses)
+    return bool(addresses) and all(_is_loopback_ip(a) for a in addresses)
+
+
+def _is_loopback_ip(text: str) -> bool:
+    """Loopback, counting an IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) by its IPv4 part."""
+    address = ipaddress.ip_address(text.split("%", 1)[0])
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def check_http_address(text: str, *, allow_remote: bool = False) -> HttpAddress:
@@ -104,6 +112,28 @@ def check_http_address(text: str, *, allow_remote: bool = False) -> HttpAddress:
             "machines; listen on 127.0.0.1 or [::1], or pass --http-allow-remote if that is intended"
         )
     return address
+
+
+def check_listening_socket(sock: socket.socket, where: str, *, allow_remote: bool = False) -> str:
+    """Where an already listening socket (one systemd passed in) listens, as ``HOST:PORT`` or the
+    Unix path; a TCP socket on an address that is not loopback is refused unless ``allow_remote``,
+    as for ``--http``.
+
+    Raises:
+        HttpAddressError: the socket listens beyond loopback; ``where`` names it in the message.
+    """
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return name if isinstance(name, str) and name else "an unnamed Unix socket"
+    host, port = name[0], name[1]
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if not allow_remote and not _is_loopback_ip(host):
+        raise HttpAddressError(
+            f"{where} listens on {shown}, which is not a loopback address, so the agent would answer other "
+            "machines; use ListenStream=127.0.0.1:PORT (or [::1]:PORT) in the .socket unit, or pass "
+            "--http-allow-remote if that is intended"
+        )
+    return shown
 
 
 def bind_tcp(host: str, port: int, *, backlog: int = 1024) -> socket.socket:

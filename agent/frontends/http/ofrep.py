@@ -112,10 +112,10 @@ class Ofrep:
         except (ContextError, SelectorError) as exc:
             return _failure(400, key, "INVALID_CONTEXT" if isinstance(exc, ContextError) else "GENERAL", str(exc))
         res = evaluate(flags, key, context)
+        self.service.stats.count(key, res)  # usage and /metrics: flag, variant, reason (or error)
         code = res.error_code
         if code is not None:
             return _failure(_FAILURE_STATUS.get(code, 400), key, code, res.error_message or code)
-        self.service.stats.evaluations[key] += 1
         if res.value is NO_DEFAULT:
             body = {"key": key, "reason": res.reason, "variant": res.variant, "metadata": res.metadata}
         else:
@@ -149,9 +149,11 @@ class Ofrep:
 
     def _bulk_body(self, snapshot: Any, flags: Any, context: dict | None, selector: str | None) -> dict[str, Any]:
         items: list[dict[str, Any]] = []
+        count = self.service.stats.count
         prepared = prepare_context(context)  # once for every flag, not copied per flag
         for key in flags:
             res = evaluate(flags, key, prepared)
+            count(key, res)
             if res.error_code is not None:
                 items.append({"key": key, "errorCode": res.error_code,
                               "errorDetails": res.error_message or res.error_code})

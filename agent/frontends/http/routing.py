@@ -109,7 +109,7 @@ class Router:
         if methods is None:
             return None, params, error_response(404, "NOT_FOUND", f"nothing is served at {path[:200]!r}; see "
                                                 "docs/protocol.md for the HTTP paths (/ofrep/v1/evaluate/flags, "
-                                                "/healthz, /readyz)")
+                                                "/healthz, /readyz, /metrics)")
         handler = methods.get(method)
         if handler is None and method == "HEAD":
             handler = methods.get("GET")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from time import perf_counter
 from types import MappingProxyType
 from typing import Any
 
@@ -60,8 +61,8 @@ def loads(line: bytes) -> Any:
     return orjson.loads(line)
 
 
-def error_line(request_id: Any, code: str, message: str) -> bytes:
-    return encode(error_message(request_id, code, message))
+def error_line(request_id: Any, code: str, message: str, details: dict | None = None) -> bytes:
+    return encode(error_message(request_id, code, message, details))
 
 
 class Connection:
@@ -244,6 +245,7 @@ class Server:
 
     def _answer_sync(self, conn: Connection, line: bytes) -> Any:
         """Answer a line if its op is synchronous; else return (op function, id, request)."""
+        started, op = perf_counter(), None  # the latency histogram: a clock pair a request (bench/RESULTS.md)
         request_id = NO_ID
         stats = self.service.stats
         try:
@@ -261,25 +263,30 @@ class Server:
                 stats.requests[op] += 1
                 return (afn, request_id, request)
             stats.requests[op] += 1
-            result = fn(self.service, conn, request)
+            return encode(ok_message(request_id, fn(self.service, conn, request)))
         except ProtocolError as exc:
             if exc.__class__ is BadRequest:
                 stats.requests["invalid"] += 1
                 request_id = getattr(exc, "request_id", request_id)
-            return error_line(request_id, exc.code, exc.message)
+            return error_line(request_id, exc.code, exc.message, exc.details)
         except Exception:
             log.exception("internal error answering a request from %s", conn.peer.describe())
             return error_line(request_id, errors.INTERNAL, "internal error in the agent; it has been logged")
-        return encode(ok_message(request_id, result))
+        finally:
+            if op in SYNC_OPS:  # not an unknown op: no histogram for each name a client makes up
+                stats.observe(op, perf_counter() - started)
 
     async def _answer_async(self, conn: Connection, fn: Any, request_id: Any, request: dict) -> bytes:
+        started = perf_counter()
         try:
             result = await fn(self.service, conn, request)
         except ProtocolError as exc:
-            return error_line(request_id, exc.code, exc.message)
+            return error_line(request_id, exc.code, exc.message, exc.details)
         except Exception:
             log.exception("internal error answering %s from %s", request.get("op"), conn.peer.describe())
             return error_line(request_id, errors.INTERNAL, "internal error in the agent; it has been logged")
+        finally:
+            self.service.stats.observe(request["op"], perf_counter() - started)
         return encode(ok_message(request_id, result))
 
     async def _send(self, conn: Connection, data: bytes) -> None:
