@@ -254,7 +254,7 @@ def build_writer(store: Store, reloader: Reloader, config: ServeConfig, target: 
 
         source = next(s for s in sources if s.name == EtcdLocation.parse(target).url)
         log.info("set and delete are committed in %s", target)
-        return EtcdWriter(store, reloader, source, fractional=config.fractional)
+        return EtcdWriter(store, reloader, source, fractional=config.fractional, limits=config.limits)
     for name in remove_stale_temps(target):
         log.info("removed %s, a temporary file an interrupted write left behind", name)
     log.info("set and delete change %s", target)

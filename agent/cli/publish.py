@@ -55,22 +55,26 @@ def flagd_definitions(parsed: Any, fractional: str) -> tuple[dict[str, Any], dic
     return definitions, meta
 
 
-async def publish(path: str, url: str, settings: Any, *, prune: bool, fractional: str) -> str:
+async def publish(path: str, url: str, settings: Any, *, prune: bool, fractional: str, limits: Any = None) -> str:
     """Validate ``path`` and write it into ``url``'s prefix; the line to print on success."""
     from agent.engine.formats.document import FlagFileError, parse_flag_document
+    from agent.engine.limits import DEFAULT_LIMITS
+    from agent.sources.reading import UnreadableFile, read_regular_file
     from agent.sources.etcd.errors import (AuthError, EtcdRequestError, EtcdUnavailable, OutcomeUnknown,
                                            RequestTooLarge)
     from agent.sources.etcd.gateway import EtcdGateway
     from agent.sources.etcd.layout import EtcdLocation, reserved
     from agent.sources.etcd.txn import Compare, Delete, Put
 
+    limits = limits or DEFAULT_LIMITS
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_regular_file(path, limits.max_bytes)  # a FIFO or a device is refused, not read
+    except UnreadableFile as exc:
+        raise PublishError(f"{path}: {exc}", 1) from None
     except OSError as exc:
         raise PublishError(f"{path}: cannot read: {exc.strerror or exc}", 1) from None
     try:
-        parsed = parse_flag_document(data, path, fractional=fractional, invalid_flags="reject")
+        parsed = parse_flag_document(data, path, fractional=fractional, invalid_flags="reject", limits=limits)
     except FlagFileError as exc:
         raise PublishError("\n".join(f"{p.source}: {p.path}: {p.message}" for p in exc.problems)
                            + "\nnothing was written", 1) from None

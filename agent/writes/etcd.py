@@ -21,6 +21,7 @@ import orjson
 import trio
 
 from agent.engine.formats.document import FlagFileError, parse_flag_document
+from agent.engine.limits import DEFAULT_LIMITS, Limits
 from agent.sources.etcd.errors import (
     AuthError,
     EtcdError,
@@ -48,7 +49,8 @@ class EtcdWriter:
     """Applies ``set``/``delete`` to the etcd source of a running agent."""
 
     def __init__(self, store: Store, reloader: Reloader, source: EtcdSource, *, fractional: str,
-                 serve_timeout: float = SERVE_TIMEOUT) -> None:
+                 limits: Limits = DEFAULT_LIMITS, serve_timeout: float = SERVE_TIMEOUT) -> None:
+        self.limits = limits
         self.store = store
         self.reloader = reloader
         self.source = source
@@ -119,7 +121,7 @@ class EtcdWriter:
 
     def _validate(self, doc: dict, flag: str) -> None:
         try:
-            parse_flag_document(orjson.dumps(doc), self.source.name, fractional=self.fractional,
+            parse_flag_document(orjson.dumps(doc), self.source.name, fractional=self.fractional, limits=self.limits,
                                 invalid_flags="reject")
         except FlagFileError as exc:
             raise InvalidFlag(f"the change would make {self.source.name} invalid, so nothing was written: "

@@ -108,3 +108,14 @@ def test_a_bad_destination_is_exit_2(tmp_path):
     for to in ("etcd://127.0.0.1:2379", "http://x/y", "etcd:///prefix"):
         out = flagsock("publish", str(path), "--to", to)
         assert out.returncode == 2 and "Traceback" not in out.stderr, (to, out.stderr)
+
+
+def test_a_fifo_or_a_device_is_refused_not_read(tmp_path):
+    import os
+
+    fifo = tmp_path / "flags.json"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):
+        out = flagsock("publish", str(path), "--to", f"etcd://127.0.0.1:9{PREFIX}", timeout=20)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, (path, out.stderr)
+        assert "nothing was written" in out.stderr or str(path) in out.stderr
